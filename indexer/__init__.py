@@ -1,0 +1,1 @@
+"""The indexing pipeline: scan (sources) -> decode/preprocess (loader) -> encode -> write (writer)."""

@@ -1,0 +1,213 @@
+"""reader -> encoder -> writer: index a folder or manifest into an index directory, incrementally.
+
+1. scan the source (hashes reused for files whose size and mtime did not change);
+2. plan against what the index already holds: unchanged, changed (re-embed under the same id),
+   moved/renamed (same content at a new path: keep id and vector), new, gone (delete);
+3. embed texts, then images (decoded in worker processes), committing a batch at a time;
+4. publish the vector files and the manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from indexer.loader import decode_batches
+from indexer.sources import ScanResult, SourceItem, scan
+from indexer.writer import IndexWriter
+from mmsearch.encoders.base import Encoder
+from mmsearch.errors import ModelMismatchError
+from mmsearch.indexdir import IndexDir
+from mmsearch.store import ItemRecord, NewItem
+
+log = logging.getLogger(__name__)
+
+DRAFT_SIZE = 512  # JPEGs decode at a reduced scale no smaller than this (models take 224-384 px)
+
+
+@dataclass
+class IndexReport:
+    source: str
+    index_dir: str
+    scanned: int = 0
+    added: int = 0
+    reembedded: int = 0
+    moved: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> int:
+        return self.added + self.reembedded
+
+    def summary(self) -> dict:
+        return {k: getattr(self, k) for k in ("scanned", "added", "reembedded", "moved", "updated", "removed", "unchanged", "seconds", "counts")} | {
+            "failed": len(self.failures)
+        }
+
+
+@dataclass
+class Plan:
+    embed: list[tuple[SourceItem, int | None]] = field(default_factory=list)  # (item, id to reuse)
+    moves: list[tuple[int, dict]] = field(default_factory=list)
+    updates: list[tuple[int, dict]] = field(default_factory=list)
+    deletes: list[ItemRecord] = field(default_factory=list)
+    unchanged: int = 0
+
+
+def _fields(item: SourceItem) -> dict:
+    return {"key": item.key, "path": item.path, "text": item.text, "meta": item.meta, "size": item.size, "mtime": item.mtime}
+
+
+def make_plan(result: ScanResult, existing: dict[str, ItemRecord]) -> Plan:
+    plan = Plan()
+    seen: set[str] = set()
+    fresh: list[SourceItem] = []
+    for item in result.items:
+        record = existing.get(item.key)
+        if record is None or record.modality != item.modality:
+            fresh.append(item)
+            continue
+        seen.add(item.key)
+        if record.sha256 != item.sha256:
+            plan.embed.append((item, record.id))
+        elif (record.path, record.text, record.meta, record.size, record.mtime) != (item.path, item.text, item.meta, item.size, item.mtime):
+            plan.updates.append((record.id, _fields(item)))
+        else:
+            plan.unchanged += 1
+    vanished: dict[tuple[str, str], list[ItemRecord]] = defaultdict(list)
+    for key, record in existing.items():
+        if key.startswith(result.scope) and key not in seen:
+            vanished[(record.modality, record.sha256)].append(record)
+    for item in fresh:
+        pool = vanished.get((item.modality, item.sha256))
+        if pool:  # same content under a new name: a move or rename keeps its id and vector
+            plan.moves.append((pool.pop().id, _fields(item)))
+        else:
+            plan.embed.append((item, None))
+    plan.deletes = [r for pool in vanished.values() for r in pool]
+    return plan
+
+
+def _new_item(item: SourceItem, item_id: int | None) -> NewItem:
+    return NewItem(item.key, item.modality, item.path, item.sha256, item.size, item.mtime, item.text, item.meta, item_id)
+
+
+def _progress(total: int, enabled: bool | None) -> tqdm:
+    enabled = sys.stderr.isatty() if enabled is None else enabled
+    return tqdm(total=total, unit="item", desc="embedding", disable=not enabled or total == 0, dynamic_ncols=True)
+
+
+def index_source(
+    source: Path,
+    index_dir: Path,
+    encoder_factory: Callable[[str], Encoder],
+    *,
+    model_spec: str | None,
+    default_model: str,
+    batch_size: int = 32,
+    workers: int = 1,
+    max_pixels: int = 90_000_000,
+    progress: bool | None = None,
+) -> IndexReport:
+    """Index ``source`` into ``index_dir``. ``encoder_factory(spec)`` loads the model only if needed."""
+    started = time.monotonic()
+    idx = IndexDir(index_dir)
+    with idx.write_lock():
+        if idx.exists():
+            manifest = idx.read_manifest()
+            if model_spec and model_spec != manifest.model_spec:
+                raise ModelMismatchError(
+                    f"{idx.path} was built with model {manifest.model_spec!r}, not {model_spec!r}; "
+                    "use a new --index-dir for another model"
+                )
+            spec = manifest.model_spec
+        else:
+            manifest, spec = None, model_spec or default_model
+        store = idx.open_store()
+        try:
+            return _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started)
+        finally:
+            store.close()
+
+
+def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started) -> IndexReport:
+    existing = {r.key: r for r in store.all_items()}
+
+    def known_hash(key: str, size: int, mtime: float) -> str | None:
+        record = existing.get(key)
+        return record.sha256 if record and record.size == size and record.mtime == mtime else None
+
+    result = scan(source, known_hash, skip_dirs=(idx.path,))
+    plan = make_plan(result, existing)
+    report = IndexReport(str(Path(source).resolve()), str(idx.path.resolve()), scanned=len(result.items), unchanged=plan.unchanged)
+    report.failures.extend(result.failures)
+
+    encoder = encoder_factory(spec) if (plan.embed or manifest is None) else None
+    if manifest is None:
+        manifest = idx.create(spec, encoder.model_id, encoder.dim)
+    elif encoder is not None:
+        IndexDir.check_model(manifest, encoder.model_id)
+    run_id = store.start_run(report.source)
+    writer = IndexWriter(idx, manifest, store)
+
+    writer.update(plan.moves)
+    writer.update(plan.updates)
+    writer.delete(plan.deletes)
+    report.moved, report.updated, report.removed = len(plan.moves), len(plan.updates), len(plan.deletes)
+
+    texts = [(item, item_id) for item, item_id in plan.embed if item.modality == "text"]
+    images = [(item, item_id) for item, item_id in plan.embed if item.modality == "image"]
+    with _progress(len(plan.embed), progress) as bar:
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            vectors = encoder.encode_texts([item.text for item, _ in chunk])
+            writer.add([_new_item(item, item_id) for item, item_id in chunk], vectors)
+            _count(report, chunk)
+            bar.update(len(chunk))
+        broken: list[ItemRecord] = []
+        for batch in decode_batches(
+            [item.path for item, _ in images], encoder.image_transform if images else None,
+            batch_size=batch_size, workers=workers, max_pixels=max_pixels, target_size=DRAFT_SIZE,
+        ):
+            chunk = [images[p] for p in batch.positions]
+            if chunk:
+                vectors = encoder.encode_image_tensors(batch.pixels)
+                writer.add([_new_item(item, item_id) for item, item_id in chunk], vectors)
+                _count(report, chunk)
+            for position, reason in batch.failures:
+                item, item_id = images[position]
+                report.failures.append((item.key, reason))
+                if item_id is not None:  # the file changed into something unreadable: its old vector is stale
+                    broken.append(existing[item.key])
+            bar.update(len(batch.positions) + len(batch.failures))
+        writer.delete(broken)
+        report.removed += len(broken)
+
+    writer.publish()
+    store.record_failures(run_id, report.failures)
+    report.counts = {m: len(i) for m, i in writer.indexes.items()}
+    report.seconds = round(time.monotonic() - started, 3)
+    store.finish_run(run_id, report.summary())
+    log.info("indexed %s: %s", report.source, report.summary())
+    return report
+
+
+def _count(report: IndexReport, chunk: list[tuple[SourceItem, int | None]]) -> None:
+    for _, item_id in chunk:
+        if item_id is None:
+            report.added += 1
+        else:
+            report.reembedded += 1

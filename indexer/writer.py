@@ -1,0 +1,55 @@
+"""Apply one run's changes to the store and the vector indexes, and publish them atomically.
+
+Every batch is one database transaction holding items together with their vectors, so a run killed
+at any instant leaves a consistent database; the vector files are published (generation-named files,
+then an atomic manifest swap) at the end of the run. A killed run therefore leaves the previous
+version searchable, and the next run picks up where it stopped: committed batches count as indexed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from mmsearch.index import VectorIndex
+from mmsearch.indexdir import IndexDir, Manifest
+from mmsearch.store import ItemRecord, NewItem, Store
+
+log = logging.getLogger(__name__)
+
+
+class IndexWriter:
+    def __init__(self, index_dir: IndexDir, manifest: Manifest, store: Store) -> None:
+        self.index_dir, self.manifest, self.store = index_dir, manifest, store
+        self.indexes: dict[str, VectorIndex]
+        self.indexes, _ = index_dir.load_vectors(manifest, store)
+
+    def add(self, items: Sequence[NewItem], vectors: np.ndarray) -> list[int]:
+        """Insert new items, or re-embed existing ids, with their vectors."""
+        if not items:
+            return []
+        ids = self.store.write_batch(items, vectors)
+        for modality in {item.modality for item in items}:
+            rows = [i for i, item in enumerate(items) if item.modality == modality]
+            replaced = [ids[i] for i in rows if items[i].id is not None]
+            index = self.indexes[modality]
+            index.remove(np.array(replaced, dtype=np.int64))
+            index.add(np.array([ids[i] for i in rows], dtype=np.int64), vectors[rows])
+        return ids
+
+    def update(self, changes: Sequence[tuple[int, dict]]) -> None:
+        """Metadata-only changes (renames, moves, new captions): vectors stay as they are."""
+        self.store.update_items(changes)
+
+    def delete(self, records: Sequence[ItemRecord]) -> None:
+        if not records:
+            return
+        self.store.delete_items([r.id for r in records])
+        for modality in {r.modality for r in records}:
+            self.indexes[modality].remove(np.array([r.id for r in records if r.modality == modality], dtype=np.int64))
+
+    def publish(self) -> Manifest:
+        self.manifest = self.index_dir.save_vectors(self.manifest, self.indexes, self.store.generation())
+        return self.manifest

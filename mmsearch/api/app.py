@@ -1,0 +1,52 @@
+"""FastAPI app factory. The model and the index load once, at startup (lifespan)."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from mmsearch import __version__
+from mmsearch.api.errors import install_error_handlers
+from mmsearch.api.routes import router
+from mmsearch.config import Settings, get_settings
+from mmsearch.search import Searcher
+
+log = logging.getLogger(__name__)
+
+
+def _limit_threadpool(threads: int) -> None:
+    """Cap concurrent blocking handlers so they do not outnumber the cores torch and FAISS use."""
+    import anyio.to_thread
+
+    anyio.to_thread.current_default_thread_limiter().total_tokens = max(2, threads * 2)
+
+
+def create_app(settings: Settings | None = None, searcher: Searcher | None = None) -> FastAPI:
+    """Build the app. Pass ``searcher`` to serve an already open index (tests, embedding in other apps)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        _limit_threadpool(settings.effective_threads())
+        own = app.state.searcher is None
+        if own:
+            app.state.searcher = Searcher(
+                settings.index_dir, device=settings.device, threads=settings.effective_threads(), reload_interval=settings.reload_interval
+            )
+            _ = app.state.searcher.encoder  # load the model now, not on the first request
+        log.info("serving %s", settings.index_dir)
+        try:
+            yield
+        finally:
+            if own:
+                app.state.searcher.close()
+
+    app = FastAPI(title="mmsearch", version=__version__, lifespan=lifespan,
+                  description="Cross-modal search: find images and texts by text or by image.")
+    app.state.settings = settings
+    app.state.searcher = searcher
+    install_error_handlers(app)
+    app.include_router(router)
+    return app

@@ -1,0 +1,16 @@
+"""FastAPI dependencies. Tests replace them with ``app.dependency_overrides``."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from mmsearch.config import Settings
+from mmsearch.search import Searcher
+
+
+def get_searcher(request: Request) -> Searcher:
+    return request.app.state.searcher
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings

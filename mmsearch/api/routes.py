@@ -1,0 +1,88 @@
+"""HTTP routes. Handlers are plain ``def`` so FastAPI runs the blocking model/FAISS work in its threadpool."""
+
+from __future__ import annotations
+
+import io
+from typing import Literal
+
+from fastapi import APIRouter, Depends, File, Form, Path as PathParam, UploadFile
+from fastapi.responses import Response
+
+from indexer.loader import DecodeError, open_image
+from mmsearch.api.deps import get_app_settings, get_searcher
+from mmsearch.api.schemas import ErrorOut, HitOut, InfoOut, ItemOut, SearchRequest, SearchResponse
+from mmsearch.config import Settings
+from mmsearch.errors import InvalidQueryError, ItemNotFoundError
+from mmsearch.search import Hit, Searcher
+
+router = APIRouter()
+ERRORS = {404: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+ItemId = PathParam(..., ge=0, le=2**63 - 1, description="Item id")
+
+
+def _hits(hits: list[Hit]) -> list[HitOut]:
+    return [HitOut(**h.to_dict()) for h in hits]
+
+
+@router.get("/healthz")
+def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/v1/info", response_model=InfoOut)
+def info(searcher: Searcher = Depends(get_searcher)) -> InfoOut:
+    return InfoOut(**searcher.info())
+
+
+@router.post("/v1/search", response_model=SearchResponse, responses=ERRORS)
+def search_text(body: SearchRequest, searcher: Searcher = Depends(get_searcher)) -> SearchResponse:
+    if not body.text.strip():
+        raise InvalidQueryError("text query is empty")
+    return SearchResponse(query=body.text, target=body.target, hits=_hits(searcher.search_text(body.text, body.target, body.k)))
+
+
+@router.post("/v1/search/image", response_model=SearchResponse, responses=ERRORS)
+def search_image(
+    file: UploadFile = File(..., description="Query image (JPEG, PNG, WebP, GIF, BMP, TIFF)"),
+    target: Literal["image", "text", "all"] = Form("image"),
+    k: int = Form(10, ge=1, le=1000),
+    searcher: Searcher = Depends(get_searcher),
+    settings: Settings = Depends(get_app_settings),
+) -> SearchResponse:
+    data = file.file.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise InvalidQueryError(f"upload is larger than {settings.max_upload_bytes} bytes")
+    if not data:
+        raise InvalidQueryError("uploaded file is empty")
+    try:
+        # The content decides what this is: neither the file name nor the declared type is trusted.
+        image = open_image(io.BytesIO(data), settings.max_image_pixels)
+    except DecodeError as exc:
+        raise InvalidQueryError(f"uploaded file is not a readable image: {exc}") from exc
+    return SearchResponse(query=file.filename or "image", target=target, hits=_hits(searcher.search_image(image, target, k)))
+
+
+@router.get("/v1/items/{item_id}", response_model=ItemOut, responses=ERRORS)
+def get_item(item_id: int = ItemId, searcher: Searcher = Depends(get_searcher)) -> ItemOut:
+    r = searcher.item(item_id)
+    return ItemOut(id=r.id, modality=r.modality, path=r.path, text=r.text, metadata=r.meta, sha256=r.sha256, size=r.size)
+
+
+@router.get("/v1/items/{item_id}/thumbnail", responses={**ERRORS, 200: {"content": {"image/jpeg": {}}}})
+def thumbnail(
+    item_id: int = ItemId,
+    searcher: Searcher = Depends(get_searcher),
+    settings: Settings = Depends(get_app_settings),
+) -> Response:
+    """A small JPEG of an image item. Files are found by item id only: no request names a path."""
+    record = searcher.item(item_id)
+    if record.modality != "image" or not record.path:
+        raise ItemNotFoundError(f"item {item_id} is not an image")
+    try:
+        image = open_image(record.path, settings.max_image_pixels, target_size=settings.thumbnail_size)
+    except (DecodeError, OSError) as exc:
+        raise ItemNotFoundError(f"image of item {item_id} is no longer readable") from exc
+    image.thumbnail((settings.thumbnail_size, settings.thumbnail_size))
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=85)
+    return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})

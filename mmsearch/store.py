@@ -1,0 +1,347 @@
+"""Metadata store (SQLAlchemy 2.0, SQLite by default): items, their vectors, failures, runs.
+
+The store is the source of truth. Every item row has its embedding stored beside it in the same
+transaction, so the FAISS files are a derived, rebuildable cache: after a crash at any moment the
+store is consistent, and FAISS is brought back in line from it (see ``generation``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+from sqlalchemy import (
+    JSON,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+IMAGE = "image"
+TEXT = "text"
+MODALITIES = (IMAGE, TEXT)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    """One searchable thing: an image file, a text file, or a manifest row."""
+
+    __tablename__ = "items"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # SQLite INTEGER PRIMARY KEY is int64
+    key: Mapped[str] = mapped_column(String, unique=True, index=True)  # where it came from (path or manifest#row)
+    modality: Mapped[str] = mapped_column(String(8), index=True)
+    path: Mapped[str | None] = mapped_column(String, nullable=True)  # file holding the content
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    mtime: Mapped[float] = mapped_column(Float, default=0.0)
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)  # text item's content or image's caption
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+    indexed_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class Embedding(Base):
+    __tablename__ = "embeddings"
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Failure(Base):
+    """A file that could not be indexed in the latest run that saw it, and why."""
+
+    __tablename__ = "failures"
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    run_id: Mapped[int] = mapped_column(Integer)
+    at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String)
+    started_at: Mapped[float] = mapped_column(Float, default=time.time)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    summary: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class State(Base):
+    """Small key/value facts about the store, e.g. the write generation."""
+
+    __tablename__ = "state"
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Migration(Base):
+    __tablename__ = "schema_migrations"
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    applied_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+# Named, ordered schema migrations. Append only; each runs once per database.
+def _m001_initial(conn) -> None:
+    Base.metadata.create_all(conn)
+
+
+MIGRATIONS: list[tuple[str, Any]] = [("001_initial", _m001_initial)]
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """A plain snapshot of an item row, safe to pass around after the session closes."""
+
+    id: int
+    key: str
+    modality: str
+    path: str | None
+    sha256: str
+    size: int
+    mtime: float
+    text: str | None
+    meta: dict
+
+    @classmethod
+    def of(cls, row: Item) -> "ItemRecord":
+        return cls(row.id, row.key, row.modality, row.path, row.sha256, row.size, row.mtime, row.text, dict(row.meta or {}))
+
+
+@dataclass
+class NewItem:
+    """An item to insert (id assigned by the store) or to update in place (id given)."""
+
+    key: str
+    modality: str
+    path: str | None
+    sha256: str
+    size: int
+    mtime: float
+    text: str | None
+    meta: dict
+    id: int | None = None
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, nor the writer readers
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+class Store:
+    """Typed access to the metadata database. One instance per process; sessions are short."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self.migrate()
+
+    @classmethod
+    def at(cls, db_path: Path) -> "Store":
+        return cls(f"sqlite:///{Path(db_path).resolve()}")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def migrate(self) -> None:
+        with self.engine.begin() as conn:
+            Migration.__table__.create(conn, checkfirst=True)
+            done = set(conn.execute(select(Migration.name)).scalars())
+            for name, apply in MIGRATIONS:
+                if name not in done:
+                    apply(conn)
+                    conn.execute(Migration.__table__.insert().values(name=name, applied_at=time.time()))
+
+    # --- reads ---
+    def generation(self) -> int:
+        """Bumped by every write; FAISS files record the generation they reflect."""
+        with self._session() as s:
+            value = s.get(State, "generation")
+            return int(value.value) if value else 0
+
+    def count(self, modality: str | None = None) -> int:
+        with self._session() as s:
+            q = select(func.count(Item.id))
+            if modality:
+                q = q.where(Item.modality == modality)
+            return int(s.scalar(q) or 0)
+
+    def get(self, item_id: int) -> ItemRecord | None:
+        with self._session() as s:
+            row = s.get(Item, int(item_id))
+            return ItemRecord.of(row) if row else None
+
+    def get_many(self, ids: Iterable[int]) -> dict[int, ItemRecord]:
+        ids = [int(i) for i in ids]
+        out: dict[int, ItemRecord] = {}
+        with self._session() as s:
+            for start in range(0, len(ids), 900):  # stay under SQLite's bound-parameter limit
+                chunk = ids[start : start + 900]
+                for row in s.scalars(select(Item).where(Item.id.in_(chunk))):
+                    out[row.id] = ItemRecord.of(row)
+        return out
+
+    def all_items(self) -> list[ItemRecord]:
+        with self._session() as s:
+            return [ItemRecord.of(r) for r in s.scalars(select(Item).order_by(Item.id))]
+
+    def iter_vectors(self, modality: str, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream (ids, vectors) of one modality in id order, a batch at a time (memory stays flat)."""
+        last = -1
+        while True:
+            with self._session() as s:
+                rows = s.execute(
+                    select(Embedding.item_id, Embedding.vector)
+                    .join(Item, Item.id == Embedding.item_id)
+                    .where(Item.modality == modality, Embedding.item_id > last)
+                    .order_by(Embedding.item_id)
+                    .limit(batch)
+                ).all()
+            if not rows:
+                return
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vecs = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+            yield ids, vecs
+            last = int(ids[-1])
+
+    def vectors_for(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        with self._session() as s:
+            rows = s.execute(select(Embedding.item_id, Embedding.vector).where(Embedding.item_id.in_([int(i) for i in ids])))
+            return {int(i): np.frombuffer(v, dtype=np.float32) for i, v in rows}
+
+    def failures(self, run_id: int | None = None) -> list[tuple[str, str]]:
+        with self._session() as s:
+            q = select(Failure.key, Failure.reason).order_by(Failure.key)
+            if run_id is not None:
+                q = q.where(Failure.run_id == run_id)
+            return [(k, r) for k, r in s.execute(q)]
+
+    def last_run(self) -> dict | None:
+        with self._session() as s:
+            row = s.scalars(select(Run).order_by(Run.id.desc()).limit(1)).first()
+            if row is None:
+                return None
+            return {"id": row.id, "source": row.source, "started_at": row.started_at, "finished_at": row.finished_at, **(row.summary or {})}
+
+    # --- writes: each call is one transaction and bumps the generation ---
+    def _bump(self, s: Session) -> None:
+        current = s.get(State, "generation")
+        if current is None:
+            s.add(State(key="generation", value="1"))
+        else:
+            current.value = str(int(current.value) + 1)
+
+    def write_batch(self, items: Sequence[NewItem], vectors: np.ndarray) -> list[int]:
+        """Insert new items (or re-embed existing ids) with their vectors, atomically. -> ids in order."""
+        if len(items) != len(vectors):
+            raise ValueError("one vector per item is required")
+        ids: list[int] = []
+        with self._session.begin() as s:
+            for item, vec in zip(items, vectors):
+                fields = dict(key=item.key, modality=item.modality, path=item.path, sha256=item.sha256, size=item.size,
+                              mtime=item.mtime, text=item.text, meta=item.meta, indexed_at=time.time())
+                if item.id is None:
+                    row = Item(**fields)
+                    s.add(row)
+                    s.flush()
+                else:
+                    row = s.get(Item, item.id)
+                    for name, value in fields.items():
+                        setattr(row, name, value)
+                s.merge(Embedding(item_id=row.id, vector=np.asarray(vec, dtype=np.float32).tobytes()))
+                s.execute(delete(Failure).where(Failure.key == item.key))
+                ids.append(row.id)
+            self._bump(s)
+        return ids
+
+    def update_items(self, changes: Sequence[tuple[int, dict]]) -> None:
+        """Change metadata (key, path, caption, mtime...) without touching vectors: moves and renames."""
+        if not changes:
+            return
+        with self._session.begin() as s:
+            # Two renames can swap keys; park every moved key on a unique placeholder first.
+            for item_id, fields in changes:
+                if "key" in fields:
+                    s.execute(update(Item).where(Item.id == item_id).values(key=f"\x00moving:{item_id}"))
+            s.flush()
+            for item_id, fields in changes:
+                s.execute(update(Item).where(Item.id == item_id).values(**fields))
+            self._bump(s)
+
+    def delete_items(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        with self._session.begin() as s:
+            for start in range(0, len(ids), 900):
+                chunk = [int(i) for i in ids[start : start + 900]]
+                s.execute(delete(Embedding).where(Embedding.item_id.in_(chunk)))
+                s.execute(delete(Item).where(Item.id.in_(chunk)))
+            self._bump(s)
+
+    def record_failures(self, run_id: int, failures: Sequence[tuple[str, str]]) -> None:
+        if not failures:
+            return
+        with self._session.begin() as s:
+            for key, reason in failures:
+                s.merge(Failure(key=key, reason=reason, run_id=run_id, at=time.time()))
+
+    def forget_failures(self, keys_present: set[str]) -> None:
+        """Drop failure records of files no longer on disk."""
+        with self._session.begin() as s:
+            for key in list(s.scalars(select(Failure.key))):
+                if key not in keys_present:
+                    s.execute(delete(Failure).where(Failure.key == key))
+
+    def start_run(self, source: str) -> int:
+        with self._session.begin() as s:
+            run = Run(source=source, started_at=time.time(), summary={})
+            s.add(run)
+            s.flush()
+            return run.id
+
+    def finish_run(self, run_id: int, summary: dict) -> None:
+        with self._session.begin() as s:
+            run = s.get(Run, run_id)
+            run.finished_at = time.time()
+            run.summary = json.loads(json.dumps(summary))
+
+    def state_get(self, key: str) -> str | None:
+        with self._session() as s:
+            row = s.get(State, key)
+            return row.value if row else None
+
+    def state_set(self, key: str, value: str) -> None:
+        with self._session.begin() as s:
+            s.merge(State(key=key, value=value))
+
+    def integrity_check(self) -> str:
+        with self.engine.connect() as conn:
+            return str(conn.execute(text("PRAGMA quick_check")).scalar())

@@ -1,0 +1,80 @@
+"""The `mmsearch` command as a user types it."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from conftest import make_corpus
+from mmsearch.cli import main
+from mmsearch.encoders import TEST_MODEL
+
+
+def invoke(*args, env=None):
+    return CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
+
+
+def test_index_search_info_roundtrip(tmp_path):
+    root = tmp_path / "c"
+    files = make_corpus(root)
+    (root / "bad.jpg").write_bytes(b"garbage")
+    idx = tmp_path / "idx"
+    result = invoke("index", root, "--index-dir", idx, "--model", TEST_MODEL, "--workers", "1", "--batch-size", "4")
+    assert result.exit_code == 0, result.output
+    assert "9 added" in result.output and "1 failed" in result.output
+    assert "bad.jpg" in result.output
+
+    queries = tmp_path / "q.txt"
+    queries.write_text("the sea\n\nbread\ntrain at night\n")
+    result = invoke("search", "--queries-file", queries, "--target", "all", "-k", "4", "--index-dir", idx, "--json")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert [line["query"] for line in lines] == ["the sea", "bread", "train at night"]
+    for line in lines:
+        assert len(line["hits"]) == 4
+        assert set(line["hits"][0]) == {"id", "score", "modality", "path", "text", "metadata"}
+        scores = [h["score"] for h in line["hits"]]
+        assert scores == sorted(scores, reverse=True)
+
+    result = invoke("search", "--image", files["img1"], "-k", "1", "--index-dir", idx, "--json")
+    assert json.loads(result.output)["hits"][0]["path"] == str(files["img1"])
+
+    result = invoke("search", files["sea"].read_text(), "--target", "text", "--index-dir", idx)
+    assert result.exit_code == 0 and "sea.txt" in result.output.splitlines()[1]
+
+    result = invoke("info", "--index-dir", idx, "--json")
+    facts = json.loads(result.output)
+    assert facts["counts"] == {"image": 6, "text": 3} and facts["model"] == TEST_MODEL
+
+
+def test_index_dir_from_environment(tmp_path):
+    root = tmp_path / "c"
+    make_corpus(root, n_images=2)
+    env = {"MMSEARCH_INDEX_DIR": str(tmp_path / "envidx")}
+    assert invoke("index", root, "--model", TEST_MODEL, "--workers", "0", env=env).exit_code == 0
+    assert (tmp_path / "envidx" / "manifest.json").is_file()
+    assert invoke("info", env=env).exit_code == 0
+
+
+def test_errors_are_one_line_and_nonzero(tmp_path):
+    result = invoke("search", "anything", "--index-dir", tmp_path / "missing")
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("error: no index at") and len(result.output.strip().splitlines()) == 1
+
+    result = invoke("index", tmp_path / "nowhere", "--index-dir", tmp_path / "i", "--model", TEST_MODEL)
+    assert result.exit_code == 1 and "does not exist" in result.output and "Traceback" not in result.output
+
+    result = invoke("index", tmp_path, "--index-dir", tmp_path / "i2", "--model", "no-such-arch")
+    assert result.exit_code == 1 and result.output.startswith("error:") and "Traceback" not in result.output
+
+
+def test_search_needs_exactly_one_query(tmp_path):
+    root = tmp_path / "c"
+    make_corpus(root, n_images=2)
+    idx = tmp_path / "i"
+    invoke("index", root, "--index-dir", idx, "--model", TEST_MODEL, "--workers", "0")
+    result = invoke("search", "--index-dir", idx)
+    assert result.exit_code == 1 and "exactly one" in result.output
+    result = invoke("search", "--image", tmp_path / "c" / "notes" / "sea.txt", "--index-dir", idx)
+    assert result.exit_code == 1 and "cannot read query image" in result.output

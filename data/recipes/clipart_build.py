@@ -1,0 +1,116 @@
+"""Build the clip-art part from Debian's openclipart-png (pictures) and openclipart-svg (metadata)."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from clipart_meta import clipart_captions, collection_titles, parse_metadata
+from fetch import fetch_deb
+from manifests import summarize, write_jsonl
+from raster import MAX_DECODE_PIXELS, RasterError, content_hash, load_raster, normalize, png_pixels, render_svg, save_png
+from splits import SPLIT_SALT, stable_fraction
+
+log = logging.getLogger(__name__)
+
+PNG_PACKAGE = "openclipart-png"
+SVG_PACKAGE = "openclipart-svg"
+LICENSE = "public-domain"  # openclipart's terms; Debian's copyright file says the same for the package
+# Folders of backgrounds, gradients and patterns: nothing a caption can name.
+SKIPPED_TOP_FOLDERS = frozenset({"special"})
+
+
+@dataclass(frozen=True)
+class ClipartOptions:
+    out: Path
+    cache: Path
+    size: int = 224
+    limit: int = 0  # 0 = all files
+    test_fraction: float = 0.15
+    force: bool = False  # re-render images that exist from an earlier run
+
+
+def clipart_split(concept: str, test_fraction: float) -> str:
+    """'train' or 'test' for a clip-art item; its own salt so it is independent of the emoji split."""
+    return "test" if stable_fraction(concept, SPLIT_SALT + ":clipart") < test_fraction else "train"
+
+
+def _picture(png: Path, svg: Path, size: int):
+    """The PNG if it is of sane size, otherwise the SVG rendered directly at the target size."""
+    if png.is_file() and png_pixels(png) <= MAX_DECODE_PIXELS:
+        img = load_raster(png)
+        if max(img.size) > 4 * size:
+            img.thumbnail((4 * size, 4 * size))
+        return normalize(img, size)
+    if svg.is_file():
+        return normalize(render_svg(svg.read_bytes(), 2 * size), size)
+    raise RasterError(f"no usable picture for {png.name}")
+
+
+def build_clipart(opts: ClipartOptions) -> dict:
+    """Write images/clipart/**.png and manifests/{train,test}_clipart.jsonl; returns the stats section."""
+    t0 = time.monotonic()
+    png_pkg = fetch_deb(PNG_PACKAGE, opts.cache)
+    svg_pkg = fetch_deb(SVG_PACKAGE, opts.cache)
+    png_root = png_pkg.root / "usr" / "share" / "openclipart" / "png"
+    svg_root = svg_pkg.root / "usr" / "share" / "openclipart" / "svg"
+    files = [p for p in sorted(png_root.rglob("*.png")) if p.relative_to(png_root).parts[0] not in SKIPPED_TOP_FOLDERS]
+    if opts.limit:
+        files = files[: opts.limit]
+    rows: dict[str, list[dict]] = {"train": [], "test": []}
+    seen: set[str] = set()
+    counts = {"files": len(files), "no_caption": 0, "render_failures": 0, "duplicates_dropped": 0}
+    metas = [parse_metadata(svg_root / p.relative_to(png_root).with_suffix(".svg")) for p in files]
+    common = collection_titles(metas)
+    log.info("clipart: %d files, %d collection titles treated as boilerplate (%.0f s)", len(files), len(common), time.monotonic() - t0)
+    for i, (png, meta) in enumerate(zip(files, metas), 1):
+        rel = png.relative_to(png_root)
+        svg = svg_root / rel.with_suffix(".svg")
+        captions = clipart_captions(meta, rel.stem, list(rel.parent.parts), common)
+        if captions is None:
+            counts["no_caption"] += 1
+            continue
+        out_rel = Path("images") / "clipart" / rel
+        out_path = opts.out / out_rel
+        try:
+            reuse = out_path.is_file() and not opts.force
+            img = load_raster(out_path) if reuse else _picture(png, svg, opts.size)
+        except (RasterError, OSError, ValueError) as exc:
+            counts["render_failures"] += 1
+            log.debug("skip %s: %s", rel, exc)
+            continue
+        if img is None:
+            counts["render_failures"] += 1
+            continue
+        digest = content_hash(img)
+        if digest in seen:
+            counts["duplicates_dropped"] += 1
+            continue
+        seen.add(digest)
+        if not reuse:
+            save_png(img, out_path)
+        concept = f"clipart:{rel.with_suffix('').as_posix()}"
+        rows[clipart_split(concept, opts.test_fraction)].append(
+            {
+                "image": str(Path("..") / out_rel),
+                "text": captions[0],
+                "texts": captions[1],
+                "concept": concept,
+                "style": "openclipart",
+                "source": f"deb:{PNG_PACKAGE}@{png_pkg.version}",
+                "license": LICENSE,
+                "category": "/".join(rel.parent.parts),
+            }
+        )
+        if i % 500 == 0:
+            log.info("clipart %d/%d files (%.0f s)", i, len(files), time.monotonic() - t0)
+    manifest_dir = opts.out / "manifests"
+    write_jsonl(manifest_dir / "train_clipart.jsonl", rows["train"])
+    write_jsonl(manifest_dir / "test_clipart.jsonl", rows["test"])
+    return {
+        "splits": {f"{k}_clipart": summarize(v) for k, v in rows.items()},
+        **counts,
+        "sources": [png_pkg.source, svg_pkg.source],
+        "seconds": round(time.monotonic() - t0, 1),
+    }

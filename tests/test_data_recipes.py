@@ -1,0 +1,177 @@
+"""Pure logic of the data recipes (data/recipes/): caption cleaning, boilerplate filtering, concept
+keys and the deterministic, disjoint splits. No network, no packages fetched."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data" / "recipes"))
+
+from clipart_meta import ClipartMeta, clipart_captions, collection_titles, filename_caption, parse_metadata  # noqa: E402
+from manifests import ManifestError, validate_emoji_splits  # noqa: E402
+from splits import TEST_CONCEPTS, TRAIN, VAL, concept_key, concept_split, normalize_hexcode, pick_stable  # noqa: E402
+from textclean import clean_caption, emoji_label_caption, is_boilerplate, split_tag_string, unique_captions  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (":red_heart:", "red heart"),
+        ("GRINNING FACE WITH SMILING EYES", "grinning face with smiling eyes"),
+        ("  fish &amp; chips  ", "fish & chips"),
+        ("+1", ""),
+        ("100", ""),
+        (None, ""),
+        ("flag-eg", "flag-eg"),
+    ],
+)
+def test_clean_caption(raw, expected):
+    assert clean_caption(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [
+        ("flag: Egypt", "flag of Egypt"),
+        ("keycap: #", "keycap number sign"),
+        ("keycap: 7", "keycap 7"),
+        ("waving hand: medium skin tone", "waving hand, medium skin tone"),
+        ("grinning face with big eyes", "grinning face with big eyes"),
+    ],
+)
+def test_emoji_label_caption(label, expected):
+    assert emoji_label_caption(label) == expected
+
+
+def test_unique_captions_dedupes_drops_primary_and_caps():
+    alts = unique_captions("red heart", ["Red Heart", ":heart:", "heart", "love", "+1", "LOVE", "x" * 300], limit=5)
+    assert alts == ["heart", "love"]
+    assert len(unique_captions("a", [f"tag {i}" for i in range(50)], limit=7)) == 7
+
+
+def test_split_tag_string():
+    assert split_tag_string("cat, kitten ,, pet") == ["cat", "kitten", "pet"]
+    assert split_tag_string("") == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "gramastar",
+        "Part of the Flat Icon Collection (Wed Aug 25 23:29:46 2004)",
+        "Open Clip Art Library",
+        "layer1",
+        "drawing.svg",
+        "Clipart by Nicu Buculei - contour chipmunk",
+        "HASH(0x862bbb8",
+        "",
+        "??",
+    ],
+)
+def test_boilerplate_titles_are_rejected(text):
+    assert is_boilerplate(text)
+
+
+@pytest.mark.parametrize("text", ["Bored dog", "Stack of Books", "Egg on Muffin", "mosquito"])
+def test_real_titles_are_kept(text):
+    assert not is_boilerplate(text)
+
+
+def test_author_name_as_title_is_boilerplate():
+    assert is_boilerplate("Danny Allen", extra=["Danny Allen"])
+    assert not is_boilerplate("Danny Allen")
+
+
+def test_clipart_caption_falls_back_to_file_name_when_title_is_the_author():
+    meta = ClipartMeta(title="Linda Kim", keywords=["unsorted", "hat", "clothing"], authors=["Linda Kim"])
+    primary, alts = clipart_captions(meta, "straw_hat_linda_kim_01", ["people", "clothing"])
+    assert primary == "straw hat"
+    assert "hat" in alts and "clothing" in alts and "unsorted" not in alts
+
+
+def test_clipart_collection_titles_are_not_captions():
+    metas = [ClipartMeta(title="UK roadsigns") for _ in range(12)] + [ClipartMeta(title="Bored dog")]
+    common = collection_titles(metas)
+    assert common == frozenset({"uk roadsigns"})
+    primary, _ = clipart_captions(metas[0], "crosswind", ["transportation"], common)
+    assert primary == "crosswind"
+
+
+def test_clipart_without_any_information_is_dropped():
+    assert clipart_captions(ClipartMeta(title="gramastar", authors=["gramastar"]), "gramastar_01", []) is None
+
+
+def test_filename_caption_drops_counter_and_truncated_author():
+    assert filename_caption("cigno_architetto_frances_01", ["Architetto Francesco Rollandin"]) == "cigno"
+    assert filename_caption("cross_hand_drawn_linda_k_02", ["Linda Kim"]) == "cross hand drawn"
+
+
+def test_parse_metadata_reads_work_title_not_author(tmp_path):
+    svg = tmp_path / "x.svg"
+    svg.write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+        'xmlns:cc="http://web.resource.org/cc/" xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        "<metadata><rdf:RDF><cc:Work><dc:title>Bored dog</dc:title><dc:description>a dog</dc:description>"
+        "<dc:subject><rdf:Bag><rdf:li>dog</rdf:li><rdf:li>animal</rdf:li></rdf:Bag></dc:subject>"
+        "<dc:creator><cc:Agent><dc:title>Some Artist</dc:title></cc:Agent></dc:creator>"
+        "</cc:Work></rdf:RDF></metadata></svg>"
+    )
+    meta = parse_metadata(svg)
+    assert (meta.title, meta.description, meta.keywords, meta.authors) == ("Bored dog", "a dog", ["dog", "animal"], ["Some Artist"])
+    broken = tmp_path / "broken.svg"
+    broken.write_text("<svg><metadata>")
+    assert parse_metadata(broken) == ClipartMeta()
+
+
+def test_concept_key_merges_skin_tones_and_variation_selectors():
+    assert concept_key("1F44B-1F3FD") == concept_key("1f44b") == "1F44B"
+    assert concept_key("1F9D1-1F3FB-200D-1F3A8") == "1F9D1-200D-1F3A8"
+    assert normalize_hexcode("0023-FE0F-20E3") == normalize_hexcode("23-20e3") == "0023-20E3"
+    assert normalize_hexcode("emoji_u1f600") == "1F600"
+
+
+def test_concept_split_is_deterministic_and_close_to_requested_fractions():
+    keys = [f"K{i}" for i in range(4000)]
+    first = [concept_split(k) for k in keys]
+    assert first == [concept_split(k) for k in keys]
+    share = {s: first.count(s) / len(keys) for s in (TRAIN, VAL, TEST_CONCEPTS)}
+    assert abs(share[TEST_CONCEPTS] - 0.10) < 0.02 and abs(share[VAL] - 0.05) < 0.015
+    assert concept_split("K1", salt="other") in (TRAIN, VAL, TEST_CONCEPTS)
+    with pytest.raises(ValueError):
+        concept_split("K1", val_fraction=0.6, test_fraction=0.5)
+
+
+def test_skin_tone_variants_share_the_split_of_their_concept():
+    for base in ("1F44B", "1F476", "1F9D1-200D-1F3A8", "270B", "1F3C3-200D-2640"):
+        variants = [base] + [base.replace(base.split("-")[0], base.split("-")[0] + f"-1F3F{t}", 1) for t in "BCDEF"]
+        assert len({concept_split(concept_key(v)) for v in variants}) == 1
+
+
+def test_pick_stable_ignores_option_order():
+    opts = ["1F44B-1F3FB", "1F44B-1F3FC", "1F44B-1F3FD"]
+    assert pick_stable("x", opts) == pick_stable("x", list(reversed(opts)))
+
+
+def _row(tmp_path: Path, concept: str, style: str) -> dict:
+    img = tmp_path / "images" / f"{concept}-{style}.png"
+    img.parent.mkdir(parents=True, exist_ok=True)
+    img.write_bytes(b"png")
+    return {"image": f"../images/{img.name}", "text": "t", "texts": [], "concept": concept, "style": style, "source": "s", "license": "l"}
+
+
+def test_validate_emoji_splits_rejects_shared_concepts_and_leaked_style(tmp_path):
+    mdir = tmp_path / "manifests"
+    mdir.mkdir()
+    good = {TRAIN: [_row(tmp_path, "a", "noto")], VAL: [_row(tmp_path, "b", "noto")], "test_style": [_row(tmp_path, "a", "openmoji")]}
+    validate_emoji_splits(mdir, good, "openmoji")
+    shared = {**good, TEST_CONCEPTS: [_row(tmp_path, "a", "twemoji")]}
+    with pytest.raises(ManifestError, match="both"):
+        validate_emoji_splits(mdir, shared, "openmoji")
+    leaked = {**good, TRAIN: [_row(tmp_path, "c", "openmoji")]}
+    with pytest.raises(ManifestError, match="leaked"):
+        validate_emoji_splits(mdir, leaked, "openmoji")
+    missing = {TRAIN: [{**_row(tmp_path, "d", "noto"), "image": "../images/nope.png"}]}
+    with pytest.raises(ManifestError, match="missing image"):
+        validate_emoji_splits(mdir, missing, "openmoji")

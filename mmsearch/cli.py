@@ -25,6 +25,9 @@ class _Cli(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+        except BrokenPipeError:  # `mmsearch search ... | head`: the reader left, which is not an error
+            _silence_stdout()
+            ctx.exit(0)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:  # a bug or an OS failure: still one line, details with -v
@@ -33,6 +36,14 @@ class _Cli(click.Group):
             first = (str(exc).splitlines() or [""])[0]
             click.echo(f"error: {type(exc).__name__}: {first} (run with -v for details)", err=True)
             ctx.exit(1)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so Python's exit-time flush does not raise a second BrokenPipeError."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _settings(**overrides) -> Settings:

@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from conftest import make_corpus
+from conftest import REPO, make_corpus
 from mmsearch.cli import main
 from mmsearch.encoders import TEST_MODEL
 
@@ -78,3 +78,21 @@ def test_search_needs_exactly_one_query(tmp_path):
     assert result.exit_code == 1 and "exactly one" in result.output
     result = invoke("search", "--image", tmp_path / "c" / "notes" / "sea.txt", "--index-dir", idx)
     assert result.exit_code == 1 and "cannot read query image" in result.output
+
+
+def test_output_piped_into_a_reader_that_leaves_early_is_not_an_error(indexed):
+    """`mmsearch info | head -1` must not end in a BrokenPipeError traceback or a failure exit code."""
+    import subprocess
+    import sys
+
+    _, _, index_dir, _ = indexed
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "mmsearch", "info", "--index-dir", str(index_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
+    cli.stdout.close()  # the reader goes away before the command writes anything
+    stderr = cli.stderr.read().decode()
+    assert cli.wait(timeout=60) == 0, stderr
+    assert "Error" not in stderr and "Traceback" not in stderr

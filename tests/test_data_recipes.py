@@ -9,10 +9,24 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data" / "recipes"))
 
-from clipart_meta import ClipartMeta, clipart_captions, collection_titles, filename_caption, parse_metadata  # noqa: E402
+from clipart_meta import (  # noqa: E402
+    ClipartMeta,
+    clipart_captions,
+    collection_titles,
+    filename_caption,
+    parse_metadata,
+    playing_card_caption,
+)
 from manifests import ManifestError, validate_emoji_splits  # noqa: E402
 from splits import TEST_CONCEPTS, TRAIN, VAL, concept_key, concept_split, normalize_hexcode, pick_stable  # noqa: E402
-from textclean import clean_caption, emoji_label_caption, is_boilerplate, split_tag_string, unique_captions  # noqa: E402
+from textclean import (  # noqa: E402
+    clean_caption,
+    emoji_label_caption,
+    is_boilerplate,
+    is_skin_tone_code,
+    split_tag_string,
+    unique_captions,
+)
 
 
 @pytest.mark.parametrize(
@@ -25,6 +39,7 @@ from textclean import clean_caption, emoji_label_caption, is_boilerplate, split_
         ("100", ""),
         (None, ""),
         ("flag-eg", "flag-eg"),
+        ("Lime (Wedge", "Lime Wedge"),
     ],
 )
 def test_clean_caption(raw, expected):
@@ -51,6 +66,11 @@ def test_unique_captions_dedupes_drops_primary_and_caps():
     assert len(unique_captions("a", [f"tag {i}" for i in range(50)], limit=7)) == 7
 
 
+@pytest.mark.parametrize(("text", "expected"), [("wave_tone3", True), (":-1_tone1:", True), ("ringtone", False), ("milestone 3", False)])
+def test_skin_tone_short_names_are_recognised(text, expected):
+    assert is_skin_tone_code(text) is expected
+
+
 def test_split_tag_string():
     assert split_tag_string("cat, kitten ,, pet") == ["cat", "kitten", "pet"]
     assert split_tag_string("") == []
@@ -68,6 +88,7 @@ def test_split_tag_string():
         "HASH(0x862bbb8",
         "",
         "??",
+        "70a",
     ],
 )
 def test_boilerplate_titles_are_rejected(text):
@@ -92,7 +113,7 @@ def test_clipart_caption_falls_back_to_file_name_when_title_is_the_author():
 
 
 def test_clipart_collection_titles_are_not_captions():
-    metas = [ClipartMeta(title="UK roadsigns") for _ in range(12)] + [ClipartMeta(title="Bored dog")]
+    metas = [ClipartMeta(title="UK roadsigns") for _ in range(6)] + [ClipartMeta(title="Bored dog")]
     common = collection_titles(metas)
     assert common == frozenset({"uk roadsigns"})
     primary, _ = clipart_captions(metas[0], "crosswind", ["transportation"], common)
@@ -106,6 +127,16 @@ def test_clipart_without_any_information_is_dropped():
 def test_filename_caption_drops_counter_and_truncated_author():
     assert filename_caption("cigno_architetto_frances_01", ["Architetto Francesco Rollandin"]) == "cigno"
     assert filename_caption("cross_hand_drawn_linda_k_02", ["Linda Kim"]) == "cross hand drawn"
+    assert filename_caption("star_97pt07step", []) == "star"
+    assert filename_caption("arrow07", []) == "arrow"
+
+
+def test_playing_card_names_become_captions():
+    assert playing_card_caption("white_h_9") == "nine of hearts playing card"
+    assert playing_card_caption("bordered_s_q") == "queen of spades playing card"
+    assert playing_card_caption("bored_dog_01") == ""
+    primary, _ = clipart_captions(ClipartMeta(title="card"), "simple_d_a", ["recreation", "games", "cards"])
+    assert primary == "ace of diamonds playing card"
 
 
 def test_parse_metadata_reads_work_title_not_author(tmp_path):

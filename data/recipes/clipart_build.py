@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 PNG_PACKAGE = "openclipart-png"
 SVG_PACKAGE = "openclipart-svg"
 LICENSE = "public-domain"  # openclipart's terms; Debian's copyright file says the same for the package
-# Folders of backgrounds, gradients and patterns: nothing a caption can name.
-SKIPPED_TOP_FOLDERS = frozenset({"special"})
+# Backgrounds, gradients and patterns (special/) and ~1,400 generated star polygons (shapes/stars/):
+# nothing a caption can tell apart.
+SKIPPED_FOLDERS = ("special", "shapes/stars")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,11 @@ class ClipartOptions:
 def clipart_split(concept: str, test_fraction: float) -> str:
     """'train' or 'test' for a clip-art item; its own salt so it is independent of the emoji split."""
     return "test" if stable_fraction(concept, SPLIT_SALT + ":clipart") < test_fraction else "train"
+
+
+def _skipped(rel: Path) -> bool:
+    folder = rel.parent.as_posix()
+    return any(folder == s or folder.startswith(s + "/") for s in SKIPPED_FOLDERS)
 
 
 def _picture(png: Path, svg: Path, size: int):
@@ -55,7 +61,7 @@ def build_clipart(opts: ClipartOptions) -> dict:
     svg_pkg = fetch_deb(SVG_PACKAGE, opts.cache)
     png_root = png_pkg.root / "usr" / "share" / "openclipart" / "png"
     svg_root = svg_pkg.root / "usr" / "share" / "openclipart" / "svg"
-    files = [p for p in sorted(png_root.rglob("*.png")) if p.relative_to(png_root).parts[0] not in SKIPPED_TOP_FOLDERS]
+    files = [p for p in sorted(png_root.rglob("*.png")) if not _skipped(p.relative_to(png_root))]
     if opts.limit:
         files = files[: opts.limit]
     rows: dict[str, list[dict]] = {"train": [], "test": []}

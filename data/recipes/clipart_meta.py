@@ -65,9 +65,24 @@ def parse_metadata(svg_path: Path) -> ClipartMeta:
     return meta
 
 
+_CARD_SUITS = {"h": "hearts", "d": "diamonds", "c": "clubs", "s": "spades"}
+_CARD_RANKS = {"a": "ace", "j": "jack", "q": "queen", "k": "king", "2": "two", "3": "three", "4": "four", "5": "five",
+               "6": "six", "7": "seven", "8": "eight", "9": "nine", "10": "ten"}
+
+
+def playing_card_caption(stem: str) -> str:
+    """'white_h_9' -> 'nine of hearts playing card' ('' if the name is not deck_suit_rank)."""
+    parts = stem.lower().split("_")
+    if len(parts) >= 3 and parts[-2] in _CARD_SUITS and parts[-1] in _CARD_RANKS:
+        return f"{_CARD_RANKS[parts[-1]]} of {_CARD_SUITS[parts[-2]]} playing card"
+    return ""
+
+
 def filename_caption(stem: str, authors: list[str]) -> str:
-    """'chemistry_flask_matthew__02' -> 'chemistry flask' (drops the counter and author name parts)."""
+    """'chemistry_flask_matthew__02' -> 'chemistry flask' (drops counters, codes such as
+    '97pt07step', and author name parts)."""
     words = _TRAILING_NUMBER.sub("", stem).replace("_", " ").replace("-", " ").split()
+    words = [w for w in (_TRAILING_NUMBER.sub("", w) for w in words) if w and not any(ch.isdigit() for ch in w)]
     author_words = [w.casefold() for a in authors for w in re.split(r"\W+", a) if len(w) > 2]
     kept = [w for w in words if not any(len(w) >= 3 and aw.startswith(w.casefold()) for aw in author_words)]
     while kept and len(kept[-1]) == 1:  # truncated name initials: 'cross hand drawn linda k'
@@ -79,7 +94,7 @@ def _is_keyword(text: str) -> bool:
     return caption_key(text) not in KEYWORD_STOPLIST and not is_boilerplate(text)
 
 
-def collection_titles(metas: list[ClipartMeta], min_count: int = 10) -> frozenset[str]:
+def collection_titles(metas: list[ClipartMeta], min_count: int = 5) -> frozenset[str]:
     """Titles shared by at least `min_count` files: collection names ('UK roadsigns', 'card'), not
     descriptions of the individual picture. Returned as caption_key() forms."""
     counts: dict[str, int] = {}
@@ -102,8 +117,9 @@ def clipart_captions(
     if caption_key(title) in common_titles:
         title = ""
     desc = clean_caption(meta.description)
-    from_name = filename_caption(stem, meta.authors)
+    from_name = playing_card_caption(stem) or filename_caption(stem, meta.authors)
     candidates = [
+        playing_card_caption(stem),
         title if title and not is_boilerplate(title, meta.authors) else "",
         desc if desc and len(desc) <= 80 and not is_boilerplate(desc, meta.authors) else "",
         from_name if from_name and not is_boilerplate(from_name, meta.authors) else "",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +16,10 @@ from fetch import FetchedPackage
 from PIL import Image
 from raster import render_svg
 from splits import concept_key, has_skin_tone, normalize_hexcode, pick_stable
-from textclean import emoji_label_caption, split_tag_string, unique_captions
+from textclean import emoji_label_caption, is_skin_tone_code, split_tag_string, unique_captions
 
 log = logging.getLogger(__name__)
 
-# Short names that only encode a skin tone ('wave_tone3', 'thumbsdown_tone1'): the tone is already in the label.
-_TONE_CODE = re.compile(r"(\btone\s?[1-5]\b)|(\bskin tone [1-5]\b)", re.I)
 
 
 @dataclass
@@ -104,13 +101,13 @@ def build_catalogue(emojibase_root: Path, datasource_root: Path | None, openmoji
             *ds_names.get(base_hex, []),
             *om_texts.get(base_hex, []),
         ]
-        extra = [t for t in extra if not _TONE_CODE.search(t)]
+        extra = [t for t in extra if not is_skin_tone_code(t)]
         entries[base_hex] = EmojiEntry(base_hex, concept_key(base_hex), base_text, unique_captions(base_text, extra))
         for skin in e.get("skins", []):
             hexcode = normalize_hexcode(skin["hexcode"])
             text = emoji_label_caption(skin["label"])
             alt = [e["label"], *shortcodes.get(hexcode, []), *ds_names.get(hexcode, []), *extra]
-            alt = [t for t in alt if not _TONE_CODE.search(t)]
+            alt = [t for t in alt if not is_skin_tone_code(t)]
             entries[hexcode] = EmojiEntry(hexcode, concept_key(hexcode), text, unique_captions(text, alt))
     return entries
 

@@ -80,6 +80,8 @@ BOILERPLATE_PREFIXES = (
     "hash",
     "0x",
 )
+# Short names that only encode a skin tone ('wave_tone3', ':-1_tone1:'); the tone is already in the label.
+_TONE_CODE = re.compile(r"(\btone\s?[1-5]\b)|(\bskin tone [1-5]\b)", re.I)
 _NOISE = re.compile(r"@|\bhash\(|\b0x[0-9a-f]+", re.I)
 
 KEYCAP_NAMES = {"#": "number sign", "*": "asterisk"}
@@ -102,6 +104,8 @@ def clean_caption(text: str | None) -> str:
     s = html.unescape(str(text))
     s = s.replace("_", " ")
     s = _WS.sub(" ", s).strip(_EDGE_PUNCT)
+    if s.count("(") != s.count(")"):  # titles cut mid-parenthesis: 'Lime (Wedge'
+        s = s.replace("(", " ").replace(")", " ")
     s = _WS.sub(" ", s).strip()
     if not _LETTER.search(s):
         return ""
@@ -142,7 +146,7 @@ def is_boilerplate(text: str, extra: Iterable[str] = ()) -> bool:
         return True
     if _FILENAME_LIKE.search(text.strip()) or _DATE_LIKE.search(text) or _NOISE.search(text):
         return True
-    if len(key) < 3 or not _LETTER.search(key):
+    if len(key) < 3 or len(_LETTER.findall(key)) < 3:
         return True
     return False
 
@@ -161,3 +165,8 @@ def unique_captions(primary: str, candidates: Iterable[str | None], limit: int =
         if len(out) >= limit:
             break
     return out
+
+
+def is_skin_tone_code(text: str) -> bool:
+    """True for short names such as 'wave_tone3' that differ from the base name only by a tone number."""
+    return bool(_TONE_CODE.search(clean_caption(text)))

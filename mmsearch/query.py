@@ -1,0 +1,317 @@
+"""Composite queries: weighted positive and negative terms (texts, images, stored items), exact metadata
+filters, vector / keyword / hybrid ranking, grouping per product, sorting, score cut-off and paging.
+
+How a query is answered:
+
+1. the filter is resolved in SQLite to the candidate item ids (``mmsearch.filters``);
+2. vector ranking: the terms' embeddings are summed with their weights (a negative weight subtracts,
+   which pushes items like that term down) and the sum is searched with FAISS restricted to the
+   candidates (an ID selector inside the search); if an approximate index returns fewer than it
+   should, the candidates' stored vectors are scored exactly instead;
+3. keyword ranking: BM25 over the FTS5 table, restricted to the same candidates; items matching a
+   negative text term's words go after the others;
+4. hybrid: reciprocal rank fusion, ``(1 - w) / (60 + vector rank) + w / (60 + keyword rank)``;
+5. the ranking (a fixed window of ``WINDOW`` results, so pages cut from it are stable and disjoint) is
+   cut by ``min_score``, grouped per product, optionally sorted by a field, then paged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Sequence
+
+import numpy as np
+from PIL import Image
+from sqlalchemy import text as sql
+
+from mmsearch.errors import InvalidQueryError, ItemNotFoundError
+from mmsearch.filters import Condition, candidate_sql
+from mmsearch.keyword import keyword_matches, keyword_ranking
+from mmsearch.search import Searcher
+from mmsearch.store import IMAGE, MODALITIES, ItemRecord
+
+Mode = Literal["vector", "keyword", "hybrid"]
+MODES: tuple[str, ...] = ("vector", "keyword", "hybrid")
+WINDOW = 1000  # results ranked per window; pages are slices of one window's ranking
+RRF_K = 60
+EXACT_FALLBACK_MAX = 50_000
+
+
+@dataclass
+class Term:
+    """One part of a query: exactly one of ``text``, ``image`` or ``item_id``, with a non-zero weight."""
+
+    weight: float = 1.0
+    text: str | None = None
+    image: Image.Image | None = None
+    item_id: int | None = None
+
+    def __post_init__(self) -> None:
+        given = sum(x is not None for x in (self.text, self.image, self.item_id))
+        if given != 1:
+            raise InvalidQueryError("each query term needs exactly one of text, image or item_id")
+        if self.text is not None and not self.text.strip():
+            raise InvalidQueryError("a text term is empty")
+        if not math.isfinite(self.weight) or self.weight == 0:
+            raise InvalidQueryError("a term's weight must be a non-zero number")
+
+
+@dataclass
+class Query:
+    terms: list[Term]
+    conditions: list[Condition] = field(default_factory=list)
+    mode: Mode = "vector"
+    target: Literal["image", "text", "all"] = "image"
+    keyword_weight: float = 0.5  # hybrid only: 0 = vector ranks only, 1 = keyword ranks only
+    group: bool = False  # one hit per product (SKU)
+    offset: int = 0
+    limit: int = 10
+    sort: str | None = None  # "price" ascending, "-price" descending
+    min_score: float | None = None
+
+
+@dataclass
+class QueryHit:
+    id: int
+    score: float
+    vector_score: float | None
+    keyword_score: float | None
+    modality: str
+    path: str | None
+    text: str | None
+    metadata: dict
+    product: str | None
+    image_id: int | None  # an image to show for this hit: itself, or its product's best-matching image
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class QueryResult:
+    hits: list[QueryHit]
+    offset: int
+    limit: int
+    total: int  # results in the ranked window after cut-off and grouping
+    has_more: bool
+    mode: str
+
+
+@dataclass
+class _Ranked:
+    id: int
+    score: float
+    vector_score: float | None = None
+    keyword_score: float | None = None
+
+
+def _check(query: Query) -> None:
+    if not query.terms:
+        raise InvalidQueryError("a query needs at least one term (text, image or item)")
+    if query.mode not in MODES:
+        raise InvalidQueryError(f"mode must be one of {', '.join(MODES)}, not {query.mode!r}")
+    if query.target not in ("image", "text", "all"):
+        raise InvalidQueryError(f"target must be image, text or all, not {query.target!r}")
+    if not 0 <= query.keyword_weight <= 1:
+        raise InvalidQueryError("keyword_weight must be between 0 and 1")
+    if query.offset < 0 or query.limit < 1:
+        raise InvalidQueryError("offset must be >= 0 and limit >= 1")
+    if query.mode == "keyword" and not any(t.text and t.weight > 0 for t in query.terms):
+        raise InvalidQueryError("keyword mode needs a text term with a positive weight")
+
+
+class QueryEngine:
+    """Answers ``Query`` objects against one open ``Searcher`` (its model, vectors and store)."""
+
+    def __init__(self, searcher: Searcher) -> None:
+        self.searcher = searcher
+        self.store = searcher.store
+
+    def run(self, query: Query) -> QueryResult:
+        _check(query)
+        modalities = MODALITIES if query.target == "all" else (query.target,)
+        where, params = candidate_sql(query.conditions, modalities)
+        window = WINDOW * math.ceil((query.offset + query.limit) / WINDOW)
+        depth = window * (4 if query.group else 1)
+        excluded = {t.item_id for t in query.terms if t.item_id is not None}
+        ranking = self._rank(query, where, params, modalities, depth + len(excluded))
+        ranking = [r for r in ranking if r.id not in excluded][:depth]
+        records = self.store.get_many([r.id for r in ranking])
+        ranking = [r for r in ranking if r.id in records]
+        if query.min_score is not None:
+            ranking = [r for r in ranking if r.score >= query.min_score]
+        hits = self._hits(ranking, records)
+        if query.group:
+            hits = _group(hits, self._products_of(excluded))[:window]
+        if query.sort:
+            hits = _sorted(hits, query.sort)
+        page = hits[query.offset : query.offset + query.limit]
+        self._attach_images(page)
+        return QueryResult(page, query.offset, query.limit, len(hits), len(hits) > query.offset + query.limit, query.mode)
+
+    # --- ranking ---
+    def _rank(self, query: Query, where: str, params: dict, modalities: Sequence[str], depth: int) -> list[_Ranked]:
+        vector: list[_Ranked] = []
+        keyword: list[_Ranked] = []
+        if query.mode in ("vector", "hybrid"):
+            vector = self._vector_ranking(self._query_vector(query.terms), query.conditions, modalities, depth)
+        if query.mode in ("keyword", "hybrid"):
+            keyword = self._keyword_ranking(query.terms, where, params, depth)
+        if query.mode == "vector":
+            return vector
+        if query.mode == "keyword":
+            return keyword
+        if not keyword:  # nothing to match by keyword (an image-only query): plain vector ranking
+            return vector
+        return _fuse(vector, keyword, query.keyword_weight)
+
+    def _query_vector(self, terms: Sequence[Term]) -> np.ndarray:
+        encoder = self.searcher.encoder
+        parts: list[np.ndarray] = []
+        texts = [t for t in terms if t.text is not None]
+        if texts:
+            parts.extend(t.weight * v for t, v in zip(texts, encoder.encode_texts([t.text for t in texts])))
+        images = [t for t in terms if t.image is not None]
+        if images:
+            parts.extend(t.weight * v for t, v in zip(images, encoder.encode_images([t.image for t in images])))
+        items = [t for t in terms if t.item_id is not None]
+        if items:
+            stored = self.store.vectors_for([t.item_id for t in items])
+            for t in items:
+                if t.item_id not in stored:
+                    raise ItemNotFoundError(f"no item with id {t.item_id}")
+                parts.append(t.weight * stored[t.item_id])
+        total = np.sum(np.stack(parts).astype(np.float32), axis=0)
+        norm = float(np.linalg.norm(total))
+        if norm < 1e-6:
+            raise InvalidQueryError("the query's terms cancel each other out")
+        return (total / norm)[None, :].astype(np.float32)
+
+    def _candidate_ids(self, conditions: list[Condition], modality: str) -> np.ndarray:
+        where, params = candidate_sql(conditions, (modality,))
+        with self.store.engine.connect() as conn:
+            return np.fromiter((r[0] for r in conn.execute(sql(where), params)), dtype=np.int64)
+
+    def _vector_ranking(self, q: np.ndarray, conditions: list[Condition], modalities: Sequence[str], depth: int) -> list[_Ranked]:
+        indexes = self.searcher.vector_indexes()
+        pairs: list[tuple[float, int]] = []
+        for modality in modalities:
+            if not conditions:  # every item is a candidate: no selector needed
+                scores, found = indexes[modality].search(q, depth)
+                pairs.extend((float(s), int(i)) for s, i in zip(scores[0], found[0]) if i >= 0)
+                continue
+            ids = self._candidate_ids(conditions, modality)
+            if len(ids) == 0:
+                continue
+            scores, found = indexes[modality].search_subset(q, depth, ids)
+            got = [(float(s), int(i)) for s, i in zip(scores[0], found[0]) if i >= 0]
+            if len(got) < min(depth, len(ids)) and len(ids) <= EXACT_FALLBACK_MAX:
+                got = self._exact_scores(q, ids, depth)  # an approximate index missed some: score them all
+            pairs.extend(got)
+        pairs.sort(key=lambda p: (-p[0], p[1]))
+        return [_Ranked(i, s, vector_score=s) for s, i in pairs[:depth]]
+
+    def _exact_scores(self, q: np.ndarray, ids: np.ndarray, depth: int) -> list[tuple[float, int]]:
+        vectors = self.store.vectors_for(ids.tolist())
+        known = [i for i in ids.tolist() if i in vectors]
+        if not known:
+            return []
+        scores = np.stack([vectors[i] for i in known]) @ q[0]
+        order = np.lexsort((np.array(known), -scores))[:depth]
+        return [(float(scores[j]), int(known[j])) for j in order]
+
+    def _keyword_ranking(self, terms: Sequence[Term], where: str, params: dict, depth: int) -> list[_Ranked]:
+        positive = " ".join(t.text for t in terms if t.text is not None and t.weight > 0)
+        negative = [t.text for t in terms if t.text is not None and t.weight < 0]
+        with self.store.engine.connect() as conn:
+            ranked = keyword_ranking(conn, positive, where, params, depth)
+            pushed = keyword_matches(conn, negative, where, params) if negative else set()
+        ranked.sort(key=lambda p: p[0] in pushed)  # stable: BM25 order kept within each part
+        return [_Ranked(i, s, keyword_score=s) for i, s in ranked]
+
+    # --- presentation ---
+    @staticmethod
+    def _hits(ranking: list[_Ranked], records: dict[int, ItemRecord]) -> list[QueryHit]:
+        hits = []
+        for r in ranking:
+            rec = records[r.id]
+            product = rec.meta.get("product")
+            hits.append(QueryHit(
+                rec.id, r.score, r.vector_score, r.keyword_score, rec.modality, rec.path, rec.text, rec.meta,
+                str(product) if product is not None else None, rec.id if rec.modality == IMAGE else None,
+            ))
+        _best_images(hits)
+        return hits
+
+    def _products_of(self, item_ids: set[int]) -> set[str]:
+        records = self.store.get_many(item_ids) if item_ids else {}
+        return {str(r.meta["product"]) for r in records.values() if r.meta.get("product") is not None}
+
+    def _attach_images(self, page: list[QueryHit]) -> None:
+        """A hit with no image of its own shows its product's first image."""
+        missing = [h for h in page if h.image_id is None and h.product is not None]
+        if not missing:
+            return
+        with self.store.engine.connect() as conn:
+            for hit in missing:
+                row = conn.execute(
+                    sql("SELECT id FROM items WHERE modality = :m AND json_extract(meta, '$.product') = :p ORDER BY key LIMIT 1"),
+                    {"m": IMAGE, "p": hit.product},
+                ).first()
+                hit.image_id = int(row[0]) if row else None
+
+
+def _fuse(vector: list[_Ranked], keyword: list[_Ranked], keyword_weight: float) -> list[_Ranked]:
+    fused: dict[int, _Ranked] = {}
+    for rank, r in enumerate(vector, 1):
+        fused[r.id] = _Ranked(r.id, (1 - keyword_weight) / (RRF_K + rank), vector_score=r.vector_score)
+    for rank, r in enumerate(keyword, 1):
+        entry = fused.setdefault(r.id, _Ranked(r.id, 0.0))
+        entry.score += keyword_weight / (RRF_K + rank)
+        entry.keyword_score = r.keyword_score
+    return sorted(fused.values(), key=lambda r: (-r.score, r.id))
+
+
+def _best_images(hits: list[QueryHit]) -> None:
+    """Give each non-image hit of a product the best-ranked image of that product in the same ranking."""
+    best: dict[str, int] = {}
+    for h in hits:
+        if h.modality == IMAGE and h.product is not None:
+            best.setdefault(h.product, h.id)
+    for h in hits:
+        if h.image_id is None and h.product is not None:
+            h.image_id = best.get(h.product)
+
+
+def _group(hits: list[QueryHit], skip_products: set[str]) -> list[QueryHit]:
+    """One hit per product: its best-ranked item (items without a product stand alone)."""
+    seen: set[str] = set()
+    grouped = []
+    for h in hits:
+        if h.product is None:
+            grouped.append(h)
+        elif h.product not in seen and h.product not in skip_products:
+            seen.add(h.product)
+            grouped.append(h)
+    return grouped
+
+
+def _sort_key(value: Any) -> tuple:
+    if isinstance(value, bool) or value is None:
+        return (2, 0, "")
+    if isinstance(value, (int, float)):
+        return (0, value, "")
+    return (1, 0, str(value))
+
+
+def _sorted(hits: list[QueryHit], sort: str) -> list[QueryHit]:
+    """Sort by a metadata field (``-field`` descending); items without it go last either way."""
+    descending = sort.startswith("-")
+    name = sort.lstrip("-+")
+    if not name:
+        raise InvalidQueryError("sort needs a field name, e.g. price or -price")
+    present = [h for h in hits if h.metadata.get(name) is not None]
+    absent = [h for h in hits if h.metadata.get(name) is None]
+    present.sort(key=lambda h: _sort_key(h.metadata.get(name)), reverse=descending)
+    return present + absent

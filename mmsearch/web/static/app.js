@@ -170,6 +170,9 @@ async function search(offset) {
     render(result);
   } catch (err) {
     $("status").textContent = "";
+    $("results").replaceChildren(); // no stale results under an error
+    $("prev").disabled = $("next").disabled = true;
+    $("page").textContent = "";
     showError(err.message);
   }
 }
@@ -236,7 +239,7 @@ function render(result) {
   const first = result.offset + 1;
   const last = result.offset + result.hits.length;
   $("status").textContent = result.hits.length
-    ? `Results ${first}–${last} of ${result.total}${result.has_more ? "+" : ""} (${result.mode})`
+    ? `Results ${first}–${last} of ${result.total} (${result.mode})`
     : "No products match. Try other words or fewer filters.";
   $("prev").disabled = result.offset === 0;
   $("next").disabled = !result.has_more;
@@ -283,6 +286,7 @@ function wire() {
 
 async function init() {
   wire();
+  if (window.matchMedia("(max-width: 700px)").matches) $("filters-box").open = false; // results first on a phone
   try {
     const info = await api("/v1/fields");
     state.fields = info.fields;

@@ -107,7 +107,9 @@ def run_query(searcher, text, image_file, target: str, k: int, as_json: bool, sh
         sort=shop["sort"], min_score=shop["min_score"],
     )
     result = QueryEngine(searcher).run(query)
-    label = " ".join(p for p in (text, str(image_file) if image_file else None) if p) or "query"
+    parts = [text, str(image_file) if image_file else None] + [f"minus:{m}" for m in shop["minus"]]
+    parts += list(shop["terms"]) + [f"like:{i}" for i in shop["like"]]
+    label = " ".join(p for p in parts if p)
     print_result(label, result, as_json)
 
 

@@ -3,12 +3,16 @@ filters, and what a client can ask ``GET /v1/fields`` before building a filter o
 
 from __future__ import annotations
 
+import threading
+
 from sqlalchemy import text as sql
 
 from mmsearch.store import Store
 
 HIDDEN = ("manifest", "role")  # bookkeeping, not product fields
 MAX_VALUES = 50  # a text field with more distinct values than this lists none (titles, descriptions, SKUs)
+_cache: dict[str, tuple[int, list[dict]]] = {}
+_cache_lock = threading.Lock()
 _UNIT = "coalesce(json_extract(items.meta, '$.product'), 'item:' || items.id)"  # count products, not their items
 
 
@@ -32,6 +36,19 @@ def field_summary(store: Store) -> list[dict]:
                 entry["values"] = [{"value": False, "count": None}, {"value": True, "count": None}]
             fields.append(entry)
     return fields
+
+
+def cached_field_summary(store: Store) -> list[dict]:
+    """``field_summary``, computed once per store generation (it reads every item's metadata)."""
+    generation = store.generation()
+    with _cache_lock:
+        hit = _cache.get(store.url)
+        if hit and hit[0] == generation:
+            return hit[1]
+    summary = field_summary(store)
+    with _cache_lock:
+        _cache[store.url] = (generation, summary)
+    return summary
 
 
 def _text_values(conn, name: str) -> list[dict]:

@@ -161,19 +161,20 @@ def _json_path(field: str) -> str:
     return '$."' + field + '"'
 
 
-def _type_check(value: Any, typed: bool) -> str:
-    if not typed:
+def _type_check(value: Any, type_expr: str | None) -> str:
+    if type_expr is None:
         return ""
-    return "type IN ('integer', 'real') AND " if isinstance(value, (int, float)) else "type = 'text' AND "
+    return f"{type_expr} IN ('integer', 'real') AND " if isinstance(value, (int, float)) else f"{type_expr} = 'text' AND "
 
 
-def _predicate(cond: Condition, params: _Params, column: str, typed: bool) -> str:
-    """The positive test of ``eq``/``ne``, ``in``/``nin`` or a range against one value expression."""
+def _predicate(cond: Condition, params: _Params, column: str, type_expr: str | None) -> str:
+    """The positive test of ``eq``/``ne``, ``in``/``nin`` or a range against one value expression
+    (``type_expr`` is its JSON type, to keep numbers and texts apart; None for plain columns)."""
     if cond.op in ("eq", "ne"):
-        return f"{_type_check(cond.value, typed)}{column} = {params.add(cond.value)}"
+        return f"{_type_check(cond.value, type_expr)}{column} = {params.add(cond.value)}"
     if cond.op in ("in", "nin"):
-        return "(" + " OR ".join(f"({_type_check(v, typed)}{column} = {params.add(v)})" for v in cond.value) + ")"
-    return f"{_type_check(cond.value, typed)}{column} {_RANGE_SQL[cond.op]} {params.add(cond.value)}"
+        return "(" + " OR ".join(f"({_type_check(v, type_expr)}{column} = {params.add(v)})" for v in cond.value) + ")"
+    return f"{_type_check(cond.value, type_expr)}{column} {_RANGE_SQL[cond.op]} {params.add(cond.value)}"
 
 
 def _condition_sql(cond: Condition, params: _Params) -> str:
@@ -184,10 +185,14 @@ def _condition_sql(cond: Condition, params: _Params) -> str:
         present = f"coalesce(json_type(items.meta, {path}), 'null') != 'null'"
         return present if cond.value else f"NOT ({present})"
     if cond.field in COLUMN_FIELDS:
-        sql = _predicate(cond, params, COLUMN_FIELDS[cond.field], typed=False)
-    else:  # the field's value, or any element of it when it is a list
+        sql = _predicate(cond, params, COLUMN_FIELDS[cond.field], None)
+    else:
         path = params.add(_json_path(cond.field))
-        sql = f"EXISTS (SELECT 1 FROM json_each(items.meta, {path}) WHERE {_predicate(cond, params, 'value', typed=True)})"
+        json_type, value = f"json_type(items.meta, {path})", f"json_extract(items.meta, {path})"
+        any_element = f"EXISTS (SELECT 1 FROM json_each(items.meta, {path}) WHERE {_predicate(cond, params, 'value', 'type')})"
+        scalar = _predicate(cond, params, value, json_type)
+        # a scalar is tested directly (fast); a list matches when any element does; a missing field never matches
+        sql = f"coalesce(CASE WHEN {json_type} = 'array' THEN {any_element} ELSE ({scalar}) END, 0)"
     return f"NOT ({sql})" if cond.op in ("ne", "nin") else sql
 
 
@@ -198,6 +203,14 @@ def candidate_sql(conditions: list[Condition], modalities: Iterable[str]) -> tup
     names = ", ".join(params.add(m) for m in modalities)
     clauses = [f"items.modality IN ({names})"] + [_condition_sql(c, params) for c in conditions]
     return "SELECT items.id FROM items WHERE " + " AND ".join(clauses), params.values
+
+
+def create_filter_indexes(conn) -> None:
+    """Migration ``003_product_index``: an index on the ``product`` link (SKU), used to find a product's
+    items (its picture for a text hit, grouping) without scanning every row."""
+    from sqlalchemy import text
+
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_items_product ON items (json_extract(meta, '$.product'))"))
 
 
 def describe(conditions: list[Condition]) -> list[dict]:

@@ -63,9 +63,10 @@ def keyword_ranking(conn: Connection, query: str, candidate_sql: str, params: di
         return []
     rows = conn.execute(
         text(
-            f"SELECT rowid, bm25({FTS_TABLE}) AS rank FROM {FTS_TABLE} "
-            f"WHERE {FTS_TABLE} MATCH :fts_query AND rowid IN ({candidate_sql}) "
-            "ORDER BY rank, rowid LIMIT :fts_limit"
+            # Matches first (materialized), then the filter: letting SQLite drive the FTS lookup from the
+            # candidate ids instead is orders of magnitude slower on a large index.
+            f"WITH m AS MATERIALIZED (SELECT rowid AS id, bm25({FTS_TABLE}) AS rank FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :fts_query) "
+            f"SELECT m.id, m.rank FROM m WHERE m.id IN ({candidate_sql}) ORDER BY m.rank, m.id LIMIT :fts_limit"
         ),
         {**params, "fts_query": expression, "fts_limit": int(limit)},
     ).all()
@@ -80,7 +81,8 @@ def keyword_matches(conn: Connection, queries: Sequence[str], candidate_sql: str
         if expression is None:
             continue
         rows = conn.execute(
-            text(f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :fts_query AND rowid IN ({candidate_sql})"),
+            text(f"WITH m AS MATERIALIZED (SELECT rowid AS id FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :fts_query) "
+                 f"SELECT m.id FROM m WHERE m.id IN ({candidate_sql})"),
             {**params, "fts_query": expression},
         )
         found.update(int(r[0]) for r in rows)

@@ -29,7 +29,7 @@ from mmsearch.errors import InvalidQueryError, ItemNotFoundError
 from mmsearch.filters import Condition, candidate_sql
 from mmsearch.keyword import keyword_matches, keyword_ranking
 from mmsearch.search import Searcher
-from mmsearch.store import IMAGE, MODALITIES, ItemRecord
+from mmsearch.store import IMAGE, MODALITIES
 
 Mode = Literal["vector", "keyword", "hybrid"]
 MODES: tuple[str, ...] = ("vector", "keyword", "hybrid")
@@ -137,18 +137,19 @@ class QueryEngine:
         excluded = {t.item_id for t in query.terms if t.item_id is not None}
         ranking = self._rank(query, where, params, modalities, depth + len(excluded))
         ranking = [r for r in ranking if r.id not in excluded][:depth]
-        records = self.store.get_many([r.id for r in ranking])
-        ranking = [r for r in ranking if r.id in records]
+        sort_field = _sort_field(query.sort)
+        facts = self._facts([r.id for r in ranking], sort_field)
+        ranking = [r for r in ranking if r.id in facts]  # deleted since the vectors were loaded
         if query.min_score is not None:
             ranking = [r for r in ranking if r.score >= query.min_score]
-        hits = self._hits(ranking, records)
+        best_image = _best_images(ranking, facts)
         if query.group:
-            hits = _group(hits, self._products_of(excluded))[:window]
+            ranking = _group(ranking, facts, self._products_of(excluded))[:window]
         if query.sort:
-            hits = _sorted(hits, query.sort)
-        page = hits[query.offset : query.offset + query.limit]
-        self._attach_images(page)
-        return QueryResult(page, query.offset, query.limit, len(hits), len(hits) > query.offset + query.limit, query.mode)
+            ranking = _sorted(ranking, facts, descending=query.sort.startswith("-"))
+        page = self._hits(ranking[query.offset : query.offset + query.limit], best_image)
+        total = len(ranking)
+        return QueryResult(page, query.offset, query.limit, total, total > query.offset + query.limit, query.mode)
 
     # --- ranking ---
     def _rank(self, query: Query, where: str, params: dict, modalities: Sequence[str], depth: int) -> list[_Ranked]:
@@ -231,17 +232,35 @@ class QueryEngine:
         return [_Ranked(i, s, keyword_score=s) for i, s in ranked]
 
     # --- presentation ---
-    @staticmethod
-    def _hits(ranking: list[_Ranked], records: dict[int, ItemRecord]) -> list[QueryHit]:
+    def _facts(self, ids: list[int], sort_field: str | None) -> dict[int, _Facts]:
+        """Modality, product and sort value of many items: a light read (no full records) for the window."""
+        facts: dict[int, _Facts] = {}
+        path = '$."' + sort_field + '"' if sort_field else "$.__none__"
+        with self.store.engine.connect() as conn:
+            for start in range(0, len(ids), 900):
+                chunk = ids[start : start + 900]
+                marks = ", ".join(f":i{n}" for n in range(len(chunk)))
+                rows = conn.execute(
+                    sql(f"SELECT id, modality, json_extract(meta, '$.product'), json_extract(meta, :path) FROM items WHERE id IN ({marks})"),
+                    {"path": path, **{f"i{n}": i for n, i in enumerate(chunk)}},
+                )
+                for item_id, modality, product, value in rows:
+                    facts[int(item_id)] = _Facts(modality, str(product) if product is not None else None, value)
+        return facts
+
+    def _hits(self, page: list[_Ranked], best_image: dict[str, int]) -> list[QueryHit]:
+        records = self.store.get_many([r.id for r in page])
         hits = []
-        for r in ranking:
-            rec = records[r.id]
+        for r in page:
+            rec = records.get(r.id)
+            if rec is None:
+                continue
             product = rec.meta.get("product")
-            hits.append(QueryHit(
-                rec.id, r.score, r.vector_score, r.keyword_score, rec.modality, rec.path, rec.text, rec.meta,
-                str(product) if product is not None else None, rec.id if rec.modality == IMAGE else None,
-            ))
-        _best_images(hits)
+            product = str(product) if product is not None else None
+            image_id = rec.id if rec.modality == IMAGE else best_image.get(product) if product is not None else None
+            hits.append(QueryHit(rec.id, r.score, r.vector_score, r.keyword_score, rec.modality, rec.path, rec.text,
+                                 rec.meta, product, image_id))
+        self._attach_images(hits)
         return hits
 
     def _products_of(self, item_ids: set[int]) -> set[str]:
@@ -249,7 +268,7 @@ class QueryEngine:
         return {str(r.meta["product"]) for r in records.values() if r.meta.get("product") is not None}
 
     def _attach_images(self, page: list[QueryHit]) -> None:
-        """A hit with no image of its own shows its product's first image."""
+        """A hit whose product has no image in the ranking shows the product's first image."""
         missing = [h for h in page if h.image_id is None and h.product is not None]
         if not missing:
             return
@@ -260,6 +279,13 @@ class QueryEngine:
                     {"m": IMAGE, "p": hit.product},
                 ).first()
                 hit.image_id = int(row[0]) if row else None
+
+
+@dataclass(frozen=True)
+class _Facts:
+    modality: str
+    product: str | None
+    sort_value: Any
 
 
 def _fuse(vector: list[_Ranked], keyword: list[_Ranked], keyword_weight: float) -> list[_Ranked]:
@@ -273,45 +299,48 @@ def _fuse(vector: list[_Ranked], keyword: list[_Ranked], keyword_weight: float) 
     return sorted(fused.values(), key=lambda r: (-r.score, r.id))
 
 
-def _best_images(hits: list[QueryHit]) -> None:
-    """Give each non-image hit of a product the best-ranked image of that product in the same ranking."""
+def _best_images(ranking: list[_Ranked], facts: dict[int, _Facts]) -> dict[str, int]:
+    """product -> its best-ranked image in the ranking (the picture shown for its text hits)."""
     best: dict[str, int] = {}
-    for h in hits:
-        if h.modality == IMAGE and h.product is not None:
-            best.setdefault(h.product, h.id)
-    for h in hits:
-        if h.image_id is None and h.product is not None:
-            h.image_id = best.get(h.product)
+    for r in ranking:
+        f = facts[r.id]
+        if f.modality == IMAGE and f.product is not None:
+            best.setdefault(f.product, r.id)
+    return best
 
 
-def _group(hits: list[QueryHit], skip_products: set[str]) -> list[QueryHit]:
+def _group(ranking: list[_Ranked], facts: dict[int, _Facts], skip_products: set[str]) -> list[_Ranked]:
     """One hit per product: its best-ranked item (items without a product stand alone)."""
     seen: set[str] = set()
     grouped = []
-    for h in hits:
-        if h.product is None:
-            grouped.append(h)
-        elif h.product not in seen and h.product not in skip_products:
-            seen.add(h.product)
-            grouped.append(h)
+    for r in ranking:
+        product = facts[r.id].product
+        if product is None:
+            grouped.append(r)
+        elif product not in seen and product not in skip_products:
+            seen.add(product)
+            grouped.append(r)
     return grouped
 
 
+def _sort_field(sort: str | None) -> str | None:
+    if sort is None:
+        return None
+    name = sort.lstrip("-+")
+    if not name or '"' in name:
+        raise InvalidQueryError("sort needs a field name, e.g. price or -price")
+    return name
+
+
 def _sort_key(value: Any) -> tuple:
-    if isinstance(value, bool) or value is None:
-        return (2, 0, "")
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return (0, value, "")
     return (1, 0, str(value))
 
 
-def _sorted(hits: list[QueryHit], sort: str) -> list[QueryHit]:
-    """Sort by a metadata field (``-field`` descending); items without it go last either way."""
-    descending = sort.startswith("-")
-    name = sort.lstrip("-+")
-    if not name:
-        raise InvalidQueryError("sort needs a field name, e.g. price or -price")
-    present = [h for h in hits if h.metadata.get(name) is not None]
-    absent = [h for h in hits if h.metadata.get(name) is None]
-    present.sort(key=lambda h: _sort_key(h.metadata.get(name)), reverse=descending)
+def _sorted(ranking: list[_Ranked], facts: dict[int, _Facts], descending: bool) -> list[_Ranked]:
+    """Sort by the field (ties keep relevance order); items without it go last either way."""
+    present = [r for r in ranking if facts[r.id].sort_value is not None]
+    absent = [r for r in ranking if facts[r.id].sort_value is None]
+    present.sort(key=lambda r: _sort_key(facts[r.id].sort_value), reverse=descending)
     return present + absent

@@ -108,7 +108,15 @@ def _m002_keyword_fts(conn) -> None:
     create_keyword_index(conn)
 
 
-MIGRATIONS: list[tuple[str, Any]] = [("001_initial", _m001_initial), ("002_keyword_fts", _m002_keyword_fts)]
+def _m003_product_index(conn) -> None:
+    from mmsearch.filters import create_filter_indexes
+
+    create_filter_indexes(conn)
+
+
+MIGRATIONS: list[tuple[str, Any]] = [
+    ("001_initial", _m001_initial), ("002_keyword_fts", _m002_keyword_fts), ("003_product_index", _m003_product_index),
+]
 
 
 @dataclass(frozen=True)

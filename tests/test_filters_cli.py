@@ -132,3 +132,29 @@ def test_cli_index_catalogue_flag(tmp_path, tiny_encoder, monkeypatch):
     result = run_cli("index", str(path), "--index-dir", str(tmp_path / "idx"), "--catalogue", "--model", "mmsearch-tiny-random")
     assert result.exit_code == 0, result.output
     assert "2 texts" in result.output
+
+
+def test_list_valued_and_mixed_type_fields(tmp_path):
+    from sqlalchemy import text as sql
+
+    from mmsearch.filters import candidate_sql, from_json
+    from mmsearch.store import NewItem, Store
+
+    store = Store.at(tmp_path / "items.sqlite")
+    metas = [{"tags": ["a", "b"], "size": [38, 40]}, {"tags": "a", "size": 42}, {}, {"tags": 5, "size": "40"}, {"tags": None}]
+    store.write_batch([NewItem(f"k{i}", "text", None, f"h{i}", 0, 0.0, "t", m) for i, m in enumerate(metas)], np.eye(5, 4, dtype=np.float32))
+
+    def ids(filt):
+        where, params = candidate_sql(from_json(filt), ("text",))
+        with store.engine.connect() as conn:
+            return sorted(int(r[0]) - 1 for r in conn.execute(sql(where), params))
+
+    assert ids({"tags": "a"}) == [0, 1]
+    assert ids({"tags": ["b", 5]}) == [0, 3]
+    assert ids({"tags": {"ne": "a"}}) == [2, 3, 4]
+    assert ids({"tags": {"nin": ["a", "b"]}}) == [2, 3, 4]
+    assert ids({"tags": {"exists": True}}) == [0, 1, 3]
+    assert ids({"size": {"gte": 40}}) == [0, 1]  # any element of the list; the text "40" is not a number
+    assert ids({"size": {"gte": "4"}}) == [3]
+    assert ids({"size": {"lt": 39}, "tags": "b"}) == [0]
+    assert ids({"modality": "text"}) == [0, 1, 2, 3, 4] and ids({"modality": {"ne": "text"}}) == []

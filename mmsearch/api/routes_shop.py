@@ -20,7 +20,7 @@ from mmsearch.api.deps import get_app_settings, get_searcher
 from mmsearch.api.schemas import ErrorOut
 from mmsearch.config import Settings
 from mmsearch.errors import InvalidQueryError
-from mmsearch.fields import field_summary, product_count
+from mmsearch.fields import cached_field_summary, product_count
 from mmsearch.filters import describe, from_json
 from mmsearch.query import Query, QueryEngine, Term
 from mmsearch.search import Searcher
@@ -142,7 +142,7 @@ def fields(searcher: Searcher = Depends(get_searcher)) -> FieldsResponse:
     store = searcher.store
     return FieldsResponse(
         products=product_count(store), counts={m: store.count(m) for m in MODALITIES},
-        fields=[FieldOut(**f) for f in field_summary(store)],
+        fields=[FieldOut(**f) for f in cached_field_summary(store)],
     )
 
 

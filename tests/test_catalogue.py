@@ -148,3 +148,13 @@ def test_existing_index_gains_keyword_search_by_migration(tmp_path, monkeypatch)
     upgraded.delete_items([2])
     with upgraded.engine.connect() as conn:
         assert conn.execute(sql("SELECT count(*) FROM items_fts")).scalar() == 1
+
+
+def test_catalogue_inside_a_folder_claims_its_images(tmp_path, tiny_encoder):
+    products = make_products(4)
+    write_catalogue(tmp_path / "shop", products)
+    report = run_index(tmp_path / "shop", tmp_path / "idx", tiny_encoder)
+    items = Searcher(tmp_path / "idx", tiny_encoder).store.all_items()
+    assert report.failures == []
+    assert len(items) == sum(1 + p["n_images"] for p in products)  # no image indexed twice as a bare file
+    assert all(r.meta.get("product") for r in items)

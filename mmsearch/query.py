@@ -95,7 +95,7 @@ class QueryResult:
     limit: int
     total: int  # results in the ranked window after cut-off and grouping
     has_more: bool
-    mode: str
+    mode: str  # the mode used: a hybrid query without text is answered by vectors alone
 
 
 @dataclass
@@ -149,7 +149,7 @@ class QueryEngine:
             ranking = _sorted(ranking, facts, descending=query.sort.startswith("-"))
         page = self._hits(ranking[query.offset : query.offset + query.limit], best_image)
         total = len(ranking)
-        return QueryResult(page, query.offset, query.limit, total, total > query.offset + query.limit, query.mode)
+        return QueryResult(page, query.offset, query.limit, total, total > query.offset + query.limit, _effective_mode(query))
 
     # --- ranking ---
     def _rank(self, query: Query, where: str, params: dict, modalities: Sequence[str], depth: int) -> list[_Ranked]:
@@ -163,7 +163,7 @@ class QueryEngine:
             return vector
         if query.mode == "keyword":
             return keyword
-        if not keyword:  # nothing to match by keyword (an image-only query): plain vector ranking
+        if _effective_mode(query) == "vector":  # no text to match by keyword (a photo alone): plain vector ranking
             return vector
         return _fuse(vector, keyword, query.keyword_weight)
 
@@ -286,6 +286,13 @@ class _Facts:
     modality: str
     product: str | None
     sort_value: Any
+
+
+def _effective_mode(query: Query) -> str:
+    """Hybrid without a positive text term has nothing to match by keyword: it ranks by vectors alone."""
+    if query.mode == "hybrid" and not any(t.text is not None and t.weight > 0 for t in query.terms):
+        return "vector"
+    return query.mode
 
 
 def _fuse(vector: list[_Ranked], keyword: list[_Ranked], keyword_weight: float) -> list[_Ranked]:

@@ -266,3 +266,12 @@ def test_search_page_and_its_files_are_served(shop):
     for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):
         r = client.get(f"/static/{name}")
         assert r.status_code == 200 and kind in r.headers["content-type"]
+
+
+def test_hybrid_reports_the_mode_it_used(shop):
+    client, searcher, _, _ = shop
+    image = next(r for r in searcher.store.all_items() if r.modality == "image")
+    assert query(client, terms=[{"item_id": image.id}], mode="hybrid")["mode"] == "vector"
+    fused = query(client, text="qwertyuiop", mode="hybrid", target="text", limit=3)
+    assert fused["mode"] == "hybrid"  # no keyword matched, still fused scores: one scale per mode
+    assert all(h["score"] < 0.02 and h["keyword_score"] is None for h in fused["hits"])

@@ -235,14 +235,14 @@ class QueryEngine:
     def _facts(self, ids: list[int], sort_field: str | None) -> dict[int, _Facts]:
         """Modality, product and sort value of many items: a light read (no full records) for the window."""
         facts: dict[int, _Facts] = {}
-        path = '$."' + sort_field + '"' if sort_field else "$.__none__"
+        sort_sql = "json_extract(meta, :path)" if sort_field else "NULL"
         with self.store.engine.connect() as conn:
             for start in range(0, len(ids), 900):
                 chunk = ids[start : start + 900]
                 marks = ", ".join(f":i{n}" for n in range(len(chunk)))
                 rows = conn.execute(
-                    sql(f"SELECT id, modality, json_extract(meta, '$.product'), json_extract(meta, :path) FROM items WHERE id IN ({marks})"),
-                    {"path": path, **{f"i{n}": i for n, i in enumerate(chunk)}},
+                    sql(f"SELECT id, modality, json_extract(meta, '$.product'), {sort_sql} FROM items WHERE id IN ({marks})"),
+                    {"path": f'$."{sort_field}"', **{f"i{n}": i for n, i in enumerate(chunk)}},
                 )
                 for item_id, modality, product, value in rows:
                     facts[int(item_id)] = _Facts(modality, str(product) if product is not None else None, value)

@@ -121,8 +121,11 @@ def index_source(
     workers: int = 1,
     max_pixels: int = 90_000_000,
     progress: bool | None = None,
+    catalogue: bool = False,
 ) -> IndexReport:
-    """Index ``source`` into ``index_dir``. ``encoder_factory(spec)`` loads the model only if needed."""
+    """Index ``source`` into ``index_dir``. ``encoder_factory(spec)`` loads the model only if needed.
+
+    ``catalogue`` reads the manifest(s) as product catalogues even without sku + title columns."""
     started = time.monotonic()
     idx = IndexDir(index_dir)
     with idx.write_lock():
@@ -138,19 +141,19 @@ def index_source(
             manifest, spec = None, model_spec or default_model
         store = idx.open_store()
         try:
-            return _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started)
+            return _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started, catalogue)
         finally:
             store.close()
 
 
-def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started) -> IndexReport:
+def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started, catalogue) -> IndexReport:
     existing = {r.key: r for r in store.all_items()}
 
     def known_hash(key: str, size: int, mtime: float) -> str | None:
         record = existing.get(key)
         return record.sha256 if record and record.size == size and record.mtime == mtime else None
 
-    result = scan(source, known_hash, skip_dirs=(idx.path,))
+    result = scan(source, known_hash, skip_dirs=(idx.path,), catalogue=catalogue)
     plan = make_plan(result, existing)
     report = IndexReport(str(Path(source).resolve()), str(idx.path.resolve()), scanned=len(result.items), unchanged=plan.unchanged)
     report.failures.extend(result.failures)

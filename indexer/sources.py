@@ -88,8 +88,8 @@ def _stat_and_hash(item: SourceItem, known: HashCache | None) -> None:
     item.sha256 = cached or sha256_file(item.path)
 
 
-def scan(source: Path, known: HashCache | None = None, skip_dirs: tuple[Path, ...] = ()) -> ScanResult:
-    """Scan a folder (recursively) or a single manifest file."""
+def scan(source: Path, known: HashCache | None = None, skip_dirs: tuple[Path, ...] = (), catalogue: bool = False) -> ScanResult:
+    """Scan a folder (recursively) or a single manifest file. ``catalogue`` reads manifests as product catalogues."""
     from mmsearch.errors import SourceError
 
     source = Path(source).expanduser().resolve()
@@ -97,7 +97,7 @@ def scan(source: Path, known: HashCache | None = None, skip_dirs: tuple[Path, ..
         if source.suffix.lower() not in MANIFEST_EXTS:
             raise SourceError(f"{source} is a file but not a JSONL/CSV manifest; give a folder or a manifest")
         result = ScanResult(scope=str(source) + "#")
-        _scan_manifest(source, result, known)
+        _scan_manifest(source, result, known, catalogue)
         return result
     if not source.is_dir():
         raise SourceError(f"{source} does not exist")
@@ -124,7 +124,7 @@ def scan(source: Path, known: HashCache | None = None, skip_dirs: tuple[Path, ..
             elif ext in TEXT_EXTS and not any(os.path.splitext(name)[0] + e in names for e in _case_variants(IMAGE_EXTS)):
                 files.append(("text", path))
     for manifest in manifests:
-        claimed_images |= _scan_manifest(Path(manifest), result, known)
+        claimed_images |= _scan_manifest(Path(manifest), result, known, catalogue)
     for modality, path in files:
         if modality == "image" and path in claimed_images:
             continue  # the manifest row describing this image wins over the bare file
@@ -193,8 +193,10 @@ def _column(row: dict, names: tuple[str, ...]) -> str | None:
     return next((lowered[n] for n in names if n in lowered), None)
 
 
-def _scan_manifest(path: Path, result: ScanResult, known: HashCache | None) -> set[str]:
-    """Add one item per row. -> the image paths the manifest claims."""
+def _scan_manifest(path: Path, result: ScanResult, known: HashCache | None, catalogue: bool = False) -> set[str]:
+    """Add one item per row (or per product and product image, for a catalogue). -> the image paths claimed."""
+    from indexer.catalogue import is_catalogue, scan_catalogue
+
     claimed: set[str] = set()
     base = path.parent
     try:
@@ -202,6 +204,8 @@ def _scan_manifest(path: Path, result: ScanResult, known: HashCache | None) -> s
     except (OSError, ValueError) as exc:
         result.failures.append((str(path), f"cannot read manifest: {exc}"))
         return claimed
+    if catalogue or (rows and is_catalogue(list(rows[0][1]))):
+        return scan_catalogue(path, rows, result, known)
     if rows and _column(rows[0][1], IMAGE_COLUMNS) is None and _column(rows[0][1], TEXT_COLUMNS) is None:
         log.info("%s has no image or text column; not a manifest, skipped", path)
         return claimed

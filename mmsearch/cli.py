@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from mmsearch.cli_shop import run_query, shop_search_options, wants_query_engine
 from mmsearch.config import Settings
 from mmsearch.errors import InvalidQueryError, MmsearchError
 
@@ -72,8 +73,10 @@ def main(verbose: int) -> None:
 @click.option("--batch-size", type=int, default=None, help="Items per encoder batch.")
 @click.option("--workers", type=int, default=None, help="Image decode worker processes.")
 @device_option
-def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int | None, workers: int | None, device: str | None) -> None:
-    """Index (or update the index of) a folder, or a JSONL/CSV manifest."""
+@click.option("--catalogue", is_flag=True, help="Read the CSV/JSONL as a product catalogue (detected anyway from sku + title columns).")
+def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int | None, workers: int | None, device: str | None,
+          catalogue: bool = False) -> None:
+    """Index (or update the index of) a folder, a JSONL/CSV manifest, or a product catalogue."""
     from indexer.pipeline import index_source
     from mmsearch.encoders import load_encoder
 
@@ -82,6 +85,7 @@ def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int
         path, s.index_dir,
         lambda spec: load_encoder(spec, s.device, s.batch_size, s.effective_threads()),
         model_spec=model, default_model=s.model, batch_size=s.batch_size, workers=s.workers, max_pixels=s.max_image_pixels,
+        catalogue=catalogue,
     )
     click.echo(
         f"indexed {report.source} -> {report.index_dir} in {report.seconds:.1f}s: "
@@ -102,11 +106,21 @@ def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int
 @index_dir_option
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line per query.")
-def search(text, image_file, queries_file, target, k, index_dir, device, as_json) -> None:
-    """Search the index by TEXT, by --image, or by every line of --queries-file."""
+@shop_search_options
+def search(text, image_file, queries_file, target, k, index_dir, device, as_json, **shop) -> None:
+    """Search the index by TEXT, by --image, or by every line of --queries-file.
+
+    Filters, keyword/hybrid modes, weighted and negative terms, grouping and paging: see docs/search.md."""
     from mmsearch.search import Searcher
 
     given = sum(x is not None for x in (text, image_file, queries_file))
+    if wants_query_engine(text, image_file, queries_file, shop):
+        s = _settings(index_dir=index_dir, device=device)
+        searcher = Searcher(s.index_dir, device=s.device, threads=s.effective_threads(), reload_interval=0)
+        try:
+            return run_query(searcher, text, image_file, target, min(k, s.max_k), as_json, shop)
+        finally:
+            searcher.close()
     if given != 1:
         raise InvalidQueryError("give exactly one of TEXT, --image FILE or --queries-file FILE")
     s = _settings(index_dir=index_dir, device=device)

@@ -58,6 +58,18 @@ class VectorIndex:
         scores, ids = self._index.search(queries, k)
         return scores, ids
 
+    def search_subset(self, queries: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Like ``search``, but only among ``ids`` (an IDSelectorBatch inside the FAISS search, not a
+        post-filter), so k results come back whenever k of those ids are in the index. -1 ids pad rows
+        when fewer match."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        k = min(k, len(self), len(ids))
+        if k <= 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))
+        return self._index.search(queries, k, params=params)
+
     def save(self, path: Path) -> None:
         """Write to a temporary file, fsync, then rename: readers see the old file or the new one."""
         path = Path(path)

@@ -122,6 +122,12 @@ class Searcher:
     def close(self) -> None:
         self.store.close()
 
+    def vector_indexes(self) -> dict[str, VectorIndex]:
+        """The current snapshot's vector indexes (newer ones swapped in first), for searches that
+        restrict or combine vectors beyond ``search_vectors`` (see mmsearch.query)."""
+        self.maybe_reload()
+        return self._snapshot.indexes
+
     # --- queries ---
     def search_text(self, text: str, target: Target = "image", k: int = 10) -> list[Hit]:
         return self.search_texts([text], target, k)[0]

@@ -102,7 +102,21 @@ def _m001_initial(conn) -> None:
     Base.metadata.create_all(conn)
 
 
-MIGRATIONS: list[tuple[str, Any]] = [("001_initial", _m001_initial)]
+def _m002_keyword_fts(conn) -> None:
+    from mmsearch.keyword import create_keyword_index
+
+    create_keyword_index(conn)
+
+
+def _m003_product_index(conn) -> None:
+    from mmsearch.filters import create_filter_indexes
+
+    create_filter_indexes(conn)
+
+
+MIGRATIONS: list[tuple[str, Any]] = [
+    ("001_initial", _m001_initial), ("002_keyword_fts", _m002_keyword_fts), ("003_product_index", _m003_product_index),
+]
 
 
 @dataclass(frozen=True)

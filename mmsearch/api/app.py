@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from mmsearch import __version__
 from mmsearch.api.errors import install_error_handlers
 from mmsearch.api.routes import router
+from mmsearch.api.routes_shop import install_shop
 from mmsearch.config import Settings, get_settings
 from mmsearch.search import Searcher
 
@@ -49,4 +50,5 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     app.state.searcher = searcher
     install_error_handlers(app)
     app.include_router(router)
+    install_shop(app)
     return app

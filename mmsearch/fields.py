@@ -1,0 +1,64 @@
+"""What metadata fields an index holds, with their values or ranges: what the search page offers as
+filters, and what a client can ask ``GET /v1/fields`` before building a filter object."""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy import text as sql
+
+from mmsearch.store import Store
+
+HIDDEN = ("manifest", "role")  # bookkeeping, not product fields
+MAX_VALUES = 50  # a text field with more distinct values than this lists none (titles, descriptions, SKUs)
+_cache: dict[str, tuple[int, list[dict]]] = {}
+_cache_lock = threading.Lock()
+_UNIT = "coalesce(json_extract(items.meta, '$.product'), 'item:' || items.id)"  # count products, not their items
+
+
+def field_summary(store: Store) -> list[dict]:
+    """-> [{name, type: number|text|boolean, count, distinct, min, max, values: [{value, count}] | None}]
+    sorted by name; ``count`` is how many products (or stand-alone items) have the field."""
+    hidden = ", ".join(f"'{h}'" for h in HIDDEN)
+    with store.engine.connect() as conn:
+        rows = conn.execute(sql(
+            f"SELECT j.key, CASE WHEN j.type IN ('integer', 'real') THEN 'number' WHEN j.type IN ('true', 'false') THEN 'boolean' ELSE j.type END AS kind, "
+            f"count(DISTINCT {_UNIT}), count(DISTINCT j.value), min(j.value), max(j.value) "
+            f"FROM items, json_each(items.meta) AS j WHERE j.type NOT IN ('null', 'object', 'array') AND j.key NOT IN ({hidden}) "
+            "GROUP BY j.key, kind ORDER BY j.key, kind"
+        )).all()
+        fields = []
+        for name, kind, count, distinct, low, high in rows:
+            entry = {"name": name, "type": kind, "count": int(count), "distinct": int(distinct), "min": low, "max": high, "values": None}
+            if kind == "text" and distinct <= MAX_VALUES:
+                entry["values"] = _text_values(conn, name)
+            elif kind == "boolean":
+                entry["values"] = [{"value": False, "count": None}, {"value": True, "count": None}]
+            fields.append(entry)
+    return fields
+
+
+def cached_field_summary(store: Store) -> list[dict]:
+    """``field_summary``, computed once per store generation (it reads every item's metadata)."""
+    generation = store.generation()
+    with _cache_lock:
+        hit = _cache.get(store.url)
+        if hit and hit[0] == generation:
+            return hit[1]
+    summary = field_summary(store)
+    with _cache_lock:
+        _cache[store.url] = (generation, summary)
+    return summary
+
+
+def _text_values(conn, name: str) -> list[dict]:
+    rows = conn.execute(sql(
+        f"SELECT j.value, count(DISTINCT {_UNIT}) AS n FROM items, json_each(items.meta) AS j "
+        "WHERE j.key = :key AND j.type = 'text' GROUP BY j.value ORDER BY n DESC, j.value"
+    ), {"key": name})
+    return [{"value": value, "count": int(n)} for value, n in rows]
+
+
+def product_count(store: Store) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(sql(f"SELECT count(DISTINCT {_UNIT}) FROM items")).scalar() or 0)

@@ -27,7 +27,7 @@ class DecodeError(Exception):
 
 # Formats an untrusted upload may be: the raster formats people search with. Anything else (EPS, which
 # runs Ghostscript; PSD; exotic plugins) is refused whatever the file is called.
-UPLOAD_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 def open_image(
@@ -48,6 +48,8 @@ def open_image(
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             warnings.filterwarnings("ignore", message="Corrupt EXIF data")
+            if formats:
+                Image.init()  # register every plugin, so each allowed format id is known
             im = Image.open(path, formats=list(formats) if formats else None)
             if target_size and im.format in ("JPEG", "MPO"):
                 im.draft("RGB", (target_size, target_size))

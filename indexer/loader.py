@@ -69,7 +69,8 @@ def open_image(
 def _upright(im: Image.Image) -> Image.Image:
     """Apply the EXIF orientation; a damaged EXIF block leaves the pixels as stored rather than failing."""
     try:
-        return ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)  # no copy of a large image that needs no turning
+        return im
     except Exception as exc:  # Pillow raises assorted types on malformed EXIF
         log.debug("ignoring unreadable EXIF orientation: %s", exc)
         return im
@@ -94,7 +95,7 @@ def to_rgb(im: Image.Image) -> Image.Image:
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit greyscale: scale to 8 bits rather than clipping everything to white
         im = im.point(lambda v: v / 256).convert("L")
-    return im.convert("RGB")
+    return im if im.mode == "RGB" else im.convert("RGB")
 
 
 @dataclass

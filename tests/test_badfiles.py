@@ -162,20 +162,17 @@ def test_cli_indexes_the_battery_with_decode_workers(battery, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_pixel_cap_setting_is_honoured_by_the_cli(tmp_path):
+def test_pixel_cap_setting_is_honoured(tmp_path, monkeypatch, tiny_encoder):
+    from mmsearch.config import Settings
+
     folder = tmp_path / "photos"
     folder.mkdir()
     Image.new("RGB", (1200, 1000), "teal").save(folder / "big.png")
     Image.new("RGB", (100, 100), "teal").save(folder / "small.png")
-    proc = subprocess.run(
-        [sys.executable, "-m", "mmsearch", "index", str(folder), "--index-dir", str(tmp_path / "index"),
-         "--model", "mmsearch-tiny-random", "--workers", "0"],
-        cwd=REPO, capture_output=True, text=True, timeout=INDEX_TIMEOUT,
-        env={**os.environ, "MMSEARCH_MAX_IMAGE_PIXELS": "1000000", "MMSEARCH_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "1 added" in proc.stdout and "1 failed" in proc.stdout
-    assert "big.png: image is 1200x1000 = 1,200,000 pixels, above the cap of 1,000,000" in proc.stderr
+    monkeypatch.setenv("MMSEARCH_MAX_IMAGE_PIXELS", "1000000")
+    report = run_index(folder, tmp_path / "index", tiny_encoder, max_pixels=Settings().max_image_pixels)
+    assert report.added == 1
+    assert report.failures == [(str(folder / "big.png"), "image is 1200x1000 = 1,200,000 pixels, above the cap of 1,000,000")]
 
 
 DECODE_RSS = textwrap.dedent(

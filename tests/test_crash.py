@@ -157,7 +157,7 @@ def test_index_survives_repeated_sigkill(tmp_path, tiny_encoder, record_property
         corpus.mutate(rewrite=attempts % 2 == 0)
         before = latest_run(index_dir)[0]
         proc = start_index(corpus, index_dir)
-        if attempts % 4 == 1:  # any moment from launch on: imports, scan, model load, index creation
+        if attempts % 2 == 1:  # any moment from launch on: imports, scan, model load, index creation
             time.sleep(rng.uniform(0.1, startup))
         elif wait_for_new_run(proc, index_dir, before, RUN_TIMEOUT):  # a random moment of the run proper
             time.sleep(rng.uniform(0.0, 1.5))
@@ -224,7 +224,7 @@ def test_reader_never_sees_a_torn_index_during_reindex(tmp_path, tiny_encoder, r
     reader = threading.Thread(target=read_loop, daemon=True)
     reader.start()
     try:
-        for _ in range(4):
+        for _ in range(3):
             corpus.add(images=15, texts=5)
             corpus.mutate(rewrite=False)
             run_to_end(corpus, index_dir)
@@ -235,7 +235,7 @@ def test_reader_never_sees_a_torn_index_during_reindex(tmp_path, tiny_encoder, r
     record_property("reader_queries", stats["queries"])
     print(f"\nreader: {stats['queries']} queries, {stats['reloads']} reloads, {stats['errors']} errors")
     assert not errors, errors[:5]
-    assert stats["reloads"] >= 3 and stats["queries"] > 100, stats
+    assert stats["reloads"] >= 2 and stats["queries"] > 100, stats
 
 
 def test_item_ids_are_never_reused(tmp_path):

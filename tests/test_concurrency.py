@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import uvicorn
-from PIL import Image
 
 from conftest import pattern_image, run_index
 from mmsearch.api import create_app

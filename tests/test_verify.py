@@ -172,3 +172,14 @@ def test_interrupted_run_shows_as_stale_until_repaired(indexed, tiny_encoder):
     assert {p.kind for p in verify_index(index_dir).problems} == {"stale-vectors"}
     report = repair_index(index_dir, factory_of(tiny_encoder))
     assert report.ok and report.counts["items"] == 8
+
+
+def test_damaged_manifest_fails_naming_it(indexed, tiny_encoder):
+    _, _, index_dir, _ = indexed
+    manifest = index_dir / "manifest.json"
+    manifest.write_text(manifest.read_text()[:50], encoding="utf-8")  # cut short mid-write
+    with pytest.raises(IndexCorruptError, match="manifest.json"):
+        Searcher(index_dir, tiny_encoder)
+    report = verify_index(index_dir)
+    assert [p.kind for p in report.problems] == ["unreadable"] and "manifest.json" in report.problems[0].detail
+    assert invoke("verify", "--index-dir", index_dir, "--repair").exit_code == 1  # nothing it can rebuild that from

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -83,6 +84,9 @@ def _valid_utf8_name(path: str) -> bool:
 
 def _stat_and_hash(item: SourceItem, known: HashCache | None) -> None:
     st = os.stat(item.path)
+    if not stat.S_ISREG(st.st_mode):
+        # A FIFO or device named like an image would block or stream forever when read.
+        raise OSError("not a regular file")
     item.size, item.mtime = st.st_size, st.st_mtime
     cached = known(item.key, item.size, item.mtime) if known else None
     item.sha256 = cached or sha256_file(item.path)

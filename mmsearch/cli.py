@@ -205,5 +205,38 @@ def info(index_dir, as_json) -> None:
         click.echo(f"{key:>18}: {value}")
 
 
+@main.command()
+@index_dir_option
+@click.option("--repair", is_flag=True, help="Re-embed items whose vector is missing, drop orphans, rewrite the vector files.")
+@device_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def verify(ctx, index_dir, repair, device, as_json) -> None:
+    """Check that the vector files and the database agree (exit 1 if problems remain)."""
+    from mmsearch.verify import repair_index, verify_index
+
+    s = _settings(index_dir=index_dir, device=device)
+    if repair:
+        from mmsearch.encoders import load_encoder
+
+        report = repair_index(
+            s.index_dir, lambda spec: load_encoder(spec, s.device, s.batch_size, s.effective_threads()), max_pixels=s.max_image_pixels
+        )
+    else:
+        report = verify_index(s.index_dir)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for line in report.repaired:
+            click.echo(f"repaired: {line}")
+        for problem in report.problems:
+            hint = "" if problem.repairable or repair else " (not repairable)"
+            click.echo(f"problem [{problem.kind}]: {problem.detail}{hint}")
+        counts = ", ".join(f"{k} {v}" for k, v in report.counts.items())
+        click.echo(f"{report.index_dir}: " + ("ok" if report.ok else f"{len(report.problems)} problem(s)") + (f" ({counts})" if counts else ""))
+    if not report.ok:
+        ctx.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

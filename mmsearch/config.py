@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     thumbnail_size: int = Field(256, ge=16, le=2048)
     # How often a running server checks whether an index run has written a new version (seconds).
     reload_interval: float = Field(2.0, ge=0)
+    # HTTP guards. A request that has not started answering within this many seconds gets a 503 (0: no budget).
+    request_timeout: float = Field(30.0, ge=0)
+    # Require this key in the X-API-Key header on every route but /healthz (unset: no auth).
+    api_key: str | None = None
+    # Comma-separated origins allowed to call the API from a browser (empty: CORS off).
+    cors_origins: str = ""
 
     def effective_threads(self) -> int:
         return self.threads or (os.cpu_count() or 1)

@@ -29,6 +29,10 @@ class InvalidQueryError(MmsearchError):
     """A search request cannot be answered as posed (empty text, bad target, bad image...)."""
 
 
+class PayloadTooLargeError(InvalidQueryError):
+    """An uploaded query (image) is larger than the server accepts."""
+
+
 class ItemNotFoundError(MmsearchError):
     """No item has the requested id."""
 

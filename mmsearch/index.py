@@ -82,6 +82,9 @@ class VectorIndex:
     @classmethod
     def load(cls, path: Path, factory: str = DEFAULT_FACTORY, mmap: bool = False) -> "VectorIndex":
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+        if not Path(path).is_file():
+            # FAISS reports a missing file as a generic RuntimeError; readers need to tell "swapped away" apart.
+            raise FileNotFoundError(f"vector index {path} does not exist")
         try:
             index = faiss.read_index(str(path), flags)
         except RuntimeError as exc:

@@ -17,12 +17,15 @@ import contextlib
 import fcntl
 import logging
 import os
+import secrets
 import time
 from pathlib import Path
 from typing import Iterator
 
 from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy.exc import DatabaseError
 
+from mmsearch.checksums import check_file, file_sha256
 from mmsearch.errors import IndexCorruptError, IndexNotFoundError, ModelMismatchError, MmsearchError
 from mmsearch.index import DEFAULT_FACTORY, VectorIndex
 from mmsearch.store import MODALITIES, Store
@@ -43,6 +46,8 @@ class Manifest(BaseModel):
     generation: int = 0
     counts: dict[str, int] = Field(default_factory=lambda: {m: 0 for m in MODALITIES})
     vector_files: dict[str, str] = Field(default_factory=dict)
+    # sha256 of each vector file, by file name: a damaged or truncated file is refused, naming the file
+    checksums: dict[str, str] = Field(default_factory=dict)
     index_factory: dict[str, str] = Field(default_factory=lambda: {m: DEFAULT_FACTORY for m in MODALITIES})
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
@@ -99,7 +104,10 @@ class IndexDir:
         return manifest
 
     def open_store(self) -> Store:
-        return Store.at(self.db_path)
+        try:
+            return Store.at(self.db_path)
+        except DatabaseError as exc:
+            raise IndexCorruptError(f"index database {self.db_path} is unreadable: {str(exc.orig or exc).splitlines()[0]}") from exc
 
     @staticmethod
     def check_model(manifest: Manifest, model_id: str) -> None:
@@ -117,6 +125,7 @@ class IndexDir:
             indexes = {}
             for modality in MODALITIES:
                 path = self.path / manifest.vector_files[modality]
+                check_file(path, manifest.checksums.get(manifest.vector_files[modality]))
                 indexes[modality] = VectorIndex.load(path, manifest.index_factory.get(modality, DEFAULT_FACTORY), mmap=mmap)
                 if indexes[modality].dim != manifest.dim:
                     raise IndexCorruptError(f"{path} holds {indexes[modality].dim}-d vectors, manifest says {manifest.dim}")
@@ -137,20 +146,33 @@ class IndexDir:
 
     def save_vectors(self, manifest: Manifest, indexes: dict[str, VectorIndex], generation: int) -> Manifest:
         """Write generation-named vector files, then switch the manifest to them, then drop old files."""
-        old_files = set(manifest.vector_files.values())
-        files = {}
+        files, checksums = {}, {}
         for modality, index in indexes.items():
-            name = f"{modality}.g{generation}.faiss"
+            # A fresh name every time: a published file is never rewritten in place, so a reader that
+            # checked a file's checksum can never see it replaced under it.
+            name = f"{modality}.g{generation}.{secrets.token_hex(4)}.faiss"
             index.save(self.path / name)
             files[modality] = name
+            checksums[name] = file_sha256(self.path / name)
         manifest.vector_files = files
+        manifest.checksums = checksums
         manifest.generation = generation
         manifest.counts = {m: len(i) for m, i in indexes.items()}
         self.write_manifest(manifest)
-        for name in old_files - set(files.values()):
-            with contextlib.suppress(FileNotFoundError):
-                (self.path / name).unlink()
+        self.remove_unreferenced_vector_files(manifest)
         return manifest
+
+    def remove_unreferenced_vector_files(self, manifest: Manifest) -> list[str]:
+        """Delete vector files (and half-written temporaries) the manifest does not name: leftovers of
+        older versions or of a run killed between writing its files and switching the manifest."""
+        keep = set(manifest.vector_files.values())
+        removed = []
+        for path in sorted(self.path.glob("*.faiss")) + sorted(self.path.glob("*.faiss.tmp")):
+            if path.name not in keep:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                removed.append(path.name)
+        return removed
 
     @contextlib.contextmanager
     def write_lock(self) -> Iterator[None]:

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from mmsearch.encoders.base import Encoder
-from mmsearch.errors import InvalidQueryError, ItemNotFoundError
+from mmsearch.errors import InvalidQueryError, ItemNotFoundError, MmsearchError
 from mmsearch.index import VectorIndex
 from mmsearch.indexdir import IndexDir, Manifest
 from mmsearch.store import IMAGE, MODALITIES, TEXT, ItemRecord, Store
@@ -113,8 +113,13 @@ class Searcher:
         if self.store.generation() == self._snapshot.generation:
             return False
         with self._lock:
-            snapshot = self._load_snapshot()
-            IndexDir.check_model(snapshot.manifest, self._snapshot.manifest.model_id)
+            try:
+                snapshot = self._load_snapshot()
+                IndexDir.check_model(snapshot.manifest, self._snapshot.manifest.model_id)
+            except (MmsearchError, OSError) as exc:
+                # Keep answering from the version already in memory; the next check tries again.
+                log.warning("not reloading the index, keeping generation %s: %s", self._snapshot.generation, exc)
+                return False
             self._snapshot = snapshot  # one reference assignment: queries see the old or the new, never a mix
         log.info("reloaded index at generation %s", snapshot.generation)
         return True

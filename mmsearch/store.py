@@ -273,6 +273,18 @@ class Store:
         else:
             current.value = str(int(current.value) + 1)
 
+    def _take_id(self, s: Session) -> int:
+        """A new item id, never one a deleted item had: a reader still holding an older vector snapshot
+        must not join that vector to a different item's metadata (SQLite alone reuses the top rowid)."""
+        state = s.get(State, "next_item_id")
+        floor = int(s.scalar(select(func.max(Item.id))) or 0) + 1
+        item_id = max(int(state.value) if state else 0, floor)
+        if state is None:
+            s.add(State(key="next_item_id", value=str(item_id + 1)))
+        else:
+            state.value = str(item_id + 1)
+        return item_id
+
     def write_batch(self, items: Sequence[NewItem], vectors: np.ndarray) -> list[int]:
         """Insert new items (or re-embed existing ids) with their vectors, atomically. -> ids in order."""
         if len(items) != len(vectors):
@@ -283,7 +295,7 @@ class Store:
                 fields = dict(key=item.key, modality=item.modality, path=item.path, sha256=item.sha256, size=item.size,
                               mtime=item.mtime, text=item.text, meta=item.meta, indexed_at=time.time())
                 if item.id is None:
-                    row = Item(**fields)
+                    row = Item(id=self._take_id(s), **fields)
                     s.add(row)
                     s.flush()
                 else:

@@ -76,7 +76,7 @@ def test_item_and_thumbnail(client):
         ("post", "/v1/search", {"json": {"text": "x" * 5000}}, 422),
         ("post", "/v1/search/image", {"files": {"file": ("a.png", b"<html>not an image</html>", "image/png")}}, 422),
         ("post", "/v1/search/image", {"files": {"file": ("a.png", b"", "image/png")}}, 422),
-        ("post", "/v1/search/image", {"files": {"file": ("a.png", b"\x89PNG" + b"0" * 300_000, "image/png")}}, 422),
+        ("post", "/v1/search/image", {"files": {"file": ("a.png", b"\x89PNG" + b"0" * 300_000, "image/png")}}, 413),
         ("post", "/v1/search/image", {}, 422),
         ("get", "/v1/items/999999", {}, 404),
         ("get", "/v1/items/-1", {}, 422),

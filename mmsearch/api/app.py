@@ -11,6 +11,7 @@ from mmsearch import __version__
 from mmsearch.api.errors import install_error_handlers
 from mmsearch.api.routes import router
 from mmsearch.api.routes_shop import install_shop
+from mmsearch.api.security import install_security
 from mmsearch.config import Settings, get_settings
 from mmsearch.search import Searcher
 
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     app.state.settings = settings
     app.state.searcher = searcher
     install_error_handlers(app)
+    install_security(app, settings)
     app.include_router(router)
     install_shop(app)
     return app

@@ -9,11 +9,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mmsearch.errors import InvalidQueryError, ItemNotFoundError, MmsearchError
+from mmsearch.api.security import redact_paths
+from mmsearch.errors import InvalidQueryError, ItemNotFoundError, MmsearchError, PayloadTooLargeError
 
 log = logging.getLogger(__name__)
 
-STATUS = {InvalidQueryError: 422, ItemNotFoundError: 404}
+STATUS = {PayloadTooLargeError: 413, InvalidQueryError: 422, ItemNotFoundError: 404}
 
 
 def _status_for(exc: MmsearchError) -> int:
@@ -26,7 +27,10 @@ def _status_for(exc: MmsearchError) -> int:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MmsearchError)
     async def _mmsearch_error(_: Request, exc: MmsearchError) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=_status_for(exc))
+        status = _status_for(exc)
+        if status >= 500:
+            log.warning("request failed: %s", exc)  # the full message, paths included, stays in the server log
+        return JSONResponse({"error": redact_paths(str(exc))}, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -38,7 +42,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse({"error": redact_paths(str(exc.detail))}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

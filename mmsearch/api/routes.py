@@ -8,11 +8,12 @@ from typing import Literal
 from fastapi import APIRouter, Depends, File, Form, Path as PathParam, UploadFile
 from fastapi.responses import Response
 
-from indexer.loader import DecodeError, open_image
+from indexer.loader import UPLOAD_FORMATS, DecodeError, open_image
 from mmsearch.api.deps import get_app_settings, get_searcher
+from mmsearch.api.security import check_query_bounds
 from mmsearch.api.schemas import ErrorOut, HitOut, InfoOut, ItemOut, SearchRequest, SearchResponse
 from mmsearch.config import Settings
-from mmsearch.errors import InvalidQueryError, ItemNotFoundError
+from mmsearch.errors import InvalidQueryError, ItemNotFoundError, PayloadTooLargeError
 from mmsearch.search import Hit, Searcher
 
 router = APIRouter()
@@ -35,9 +36,12 @@ def info(searcher: Searcher = Depends(get_searcher)) -> InfoOut:
 
 
 @router.post("/v1/search", response_model=SearchResponse, responses=ERRORS)
-def search_text(body: SearchRequest, searcher: Searcher = Depends(get_searcher)) -> SearchResponse:
+def search_text(
+    body: SearchRequest, searcher: Searcher = Depends(get_searcher), settings: Settings = Depends(get_app_settings)
+) -> SearchResponse:
     if not body.text.strip():
         raise InvalidQueryError("text query is empty")
+    check_query_bounds(settings, body.k, body.text)
     return SearchResponse(query=body.text, target=body.target, hits=_hits(searcher.search_text(body.text, body.target, body.k)))
 
 
@@ -49,14 +53,15 @@ def search_image(
     searcher: Searcher = Depends(get_searcher),
     settings: Settings = Depends(get_app_settings),
 ) -> SearchResponse:
+    check_query_bounds(settings, k)
     data = file.file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
-        raise InvalidQueryError(f"upload is larger than {settings.max_upload_bytes} bytes")
+        raise PayloadTooLargeError(f"upload is larger than {settings.max_upload_bytes} bytes")
     if not data:
         raise InvalidQueryError("uploaded file is empty")
     try:
         # The content decides what this is: neither the file name nor the declared type is trusted.
-        image = open_image(io.BytesIO(data), settings.max_image_pixels)
+        image = open_image(io.BytesIO(data), settings.max_image_pixels, formats=UPLOAD_FORMATS)
     except DecodeError as exc:
         raise InvalidQueryError(f"uploaded file is not a readable image: {exc}") from exc
     return SearchResponse(query=file.filename or "image", target=target, hits=_hits(searcher.search_image(image, target, k)))

@@ -196,14 +196,16 @@ def info(index_dir, as_json) -> None:
 @click.option("--flip/--no-flip", default=True, show_default=True, help="Horizontal flips (turn off when left/right or lettering matters).")
 @click.option("--aug-views", type=int, default=4, show_default=True, help="Augmented views cached per image (mmsearch-lite).")
 @click.option("--templates", default=None, help='Concept templates, e.g. "a picture of {}|an emoji of {}".')
-@click.option("--head-design", type=click.Choice(["lit", "mlp"]), default="lit", show_default=True, help="mmsearch-lite heads: lit keeps MiniLM's text space, mlp projects both sides.")
+@click.option("--head-design", type=click.Choice(["residual", "lit", "mlp"]), default="residual", show_default=True,
+              help="mmsearch-lite heads: residual = MiniLM text space + trained residual; lit = text locked to MiniLM; mlp = both sides projected.")
+@click.option("--head-hidden", type=int, default=None, help="Hidden width of the mmsearch-lite heads [default 512].")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=Path(".mmsearch-cache"), show_default=True, help="Tower feature cache.")
 @click.option("--resume", is_flag=True, help="Continue from the last epoch checkpoint of --out.")
 @device_option
 @click.option("--threads", type=int, default=None, help="torch threads [default: $MMSEARCH_THREADS or all cores].")
 @click.option("--seed", type=int, default=0, show_default=True)
 def train(source, val, model, out, epochs, batch_size, lr, lock_image, unlock_image_top, lock_text, unlock_text_top, augment, flip,
-          aug_views, templates, head_design, cache_dir, resume, device, threads, seed) -> None:
+          aug_views, templates, head_design, head_hidden, cache_dir, resume, device, threads, seed) -> None:
     """Train (or fine-tune) a dual encoder contrastively on a manifest or a captioned folder."""
     from mmsearch.train.augment import AugmentConfig, parse_templates
     from mmsearch.train.options import TrainOptions
@@ -214,7 +216,7 @@ def train(source, val, model, out, epochs, batch_size, lr, lock_image, unlock_im
         source=source, val=val, model=model, out=out, epochs=epochs, batch_size=batch_size, lr=lr, lock_image=lock_image,
         unlock_image_top=unlock_image_top, lock_text=lock_text, unlock_text_top=unlock_text_top,
         augment=AugmentConfig(enabled=augment, flip=flip), aug_views=aug_views, templates=parse_templates(templates),
-        head_design=head_design, cache_dir=cache_dir, resume=resume, device=s.device, seed=seed, threads=s.effective_threads(),
+        head_design=head_design, head_hidden=head_hidden, cache_dir=cache_dir, resume=resume, device=s.device, seed=seed, threads=s.effective_threads(),
     )
     result = run_training(opts, on_epoch=lambda entry: click.echo(entry.line()))
     click.echo(f"wrote {result.out} (best epoch {result.best_epoch})")

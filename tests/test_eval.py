@@ -93,8 +93,12 @@ def test_separable_set_scores_perfect_recall_and_baseline_is_shown(tmp_path):
     assert baseline["text_to_image"]["R@1"] == 0.0  # every colour is mistaken for another
     table = format_table(result)
     assert "oracle" in table and "swapped" in table and "text->image R@1" in table and "image->text R@2" in table
-    # the indexes were really built (and kept, since an index dir was given)
-    assert (tmp_path / "idx" / "model0").is_dir() and (tmp_path / "idx" / "model1").is_dir()
+    # the indexes were really built (and kept, since an index dir was given), one per model
+    kept = [p for p in (tmp_path / "idx").iterdir() if p.is_dir()]
+    assert len(kept) == 2 and {m["index_dir"] for m in result["models"]} == {str(p) for p in kept}
+    # a second run reuses them: same numbers, nothing re-embedded
+    again = evaluate(manifest, ["oracle", "swapped"], ks=(1, 2), encoder_factory=oracle_factory, index_dir=tmp_path / "idx")
+    assert [m["text_to_image"] for m in again["models"]] == [m["text_to_image"] for m in result["models"]]
 
 
 def test_row_relevance_without_concept_column(tmp_path):

@@ -66,22 +66,29 @@ def train_transform(preprocess: Callable, cfg: AugmentConfig) -> Callable[[Image
 
 
 def parse_templates(spec: str | None) -> tuple[str, ...]:
-    """'a picture of {}|an emoji of {}' -> templates; every template must hold one '{}'."""
+    """'a picture of {}|an emoji of {}' -> templates; every template must hold one '{}' (the caption goes there)."""
     if spec is None:
         return DEFAULT_TEMPLATES
     templates = tuple(t.strip() for t in spec.split("|") if t.strip())
     for t in templates:
         if t.count("{}") != 1:
-            raise ConfigError(f"template {t!r} must contain exactly one {{}} (where the concept name goes)")
+            raise ConfigError(f"template {t!r} must contain exactly one {{}} (where the caption goes)")
     return templates
 
 
-def candidate_texts(caption_texts: Sequence[str], concept_name: str | None, templates: Sequence[str]) -> list[str]:
-    """Every text a training step may pair with an image: its captions, then the templated concept name."""
-    texts = list(dict.fromkeys(caption_texts))
-    if concept_name:
-        texts += [t.format(concept_name) for t in templates if t.format(concept_name) not in texts]
-    return texts
+def templated_texts(subject: str, templates: Sequence[str]) -> list[str]:
+    """The subject (an example's primary caption) put into every template, e.g. 'an emoji of {}'."""
+    return list(dict.fromkeys(t.format(subject) for t in templates))
+
+
+def pick_text(primary: int, alternatives: Sequence[int], templated: Sequence[int], template_prob: float, rng) -> int:
+    """One text for a training step: a templated caption (``template_prob``), else the primary caption
+    half the time, else any caption - so the primary caption dominates but alternatives are seen too."""
+    if templated and rng.random() < template_prob:
+        return templated[int(rng.integers(len(templated)))]
+    if not alternatives or rng.random() < 0.5:
+        return primary
+    return alternatives[int(rng.integers(len(alternatives)))]
 
 
 def seeded_view(transform: Callable, image: Image.Image, seed: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from indexer.loader import DecodeError, open_image
 from mmsearch.errors import ConfigError
-from mmsearch.train.augment import candidate_texts, train_transform
+from mmsearch.train.augment import pick_text, templated_texts, train_transform
 from mmsearch.train.data import Example, group_keys
 from mmsearch.train.lite_features import DECODE_SIZE
 from mmsearch.train.loss import clip_loss
@@ -73,9 +73,10 @@ class ClipTrainer(ContrastiveTrainer):
         out = []
         for i in batch:
             ex = self.train_examples[i]
-            templated = candidate_texts([], ex.concept_name, self.opts.templates)
-            pool = templated if templated and rng.random() < self.opts.template_prob else ex.texts
-            out.append(pool[int(rng.integers(len(pool)))])
+            texts = [ex.caption, *ex.texts[1:], *templated_texts(ex.caption, self.opts.templates)]
+            n_alt = len(ex.texts) - 1
+            choice = pick_text(0, list(range(1, 1 + n_alt)), list(range(1 + n_alt, len(texts))), self.opts.template_prob, rng)
+            out.append(texts[choice])
         return out
 
     def train_step(self, batch: list[int], rng: np.random.Generator) -> torch.Tensor:

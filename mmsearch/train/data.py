@@ -32,13 +32,6 @@ class Example:
     concept: str | None = None
     meta: dict = field(default_factory=dict)
 
-    @property
-    def concept_name(self) -> str | None:
-        """A readable name for templates: 'emoji:red_apple' -> 'red apple'."""
-        if not self.concept:
-            return None
-        return self.concept.rsplit(":", 1)[-1].replace("_", " ").replace("-", " ").strip() or None
-
 
 def _as_text_list(value) -> list[str]:
     if value is None:

@@ -8,8 +8,10 @@ manifest has one (any image of the concept answers its captions) and by row othe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -123,7 +125,8 @@ def evaluate_model(
         return loaded["encoder"]
 
     report = index_source(items, index_dir, factory, model_spec=spec, default_model=spec, batch_size=batch_size, workers=workers, progress=False)
-    searcher = Searcher(index_dir, loaded.get("encoder"), reload_interval=0) if "encoder" in loaded else Searcher(index_dir, reload_interval=0)
+    encoder = loaded["encoder"] if "encoder" in loaded else encoder_factory(spec)  # an up-to-date index loads no model
+    searcher = Searcher(index_dir, encoder, reload_interval=0)
     try:
         t2i, i2t = score_index(searcher, data, ks)
         model_id = searcher.info()["model_id"]
@@ -139,13 +142,27 @@ def default_encoder_factory(device: str, batch_size: int, threads: int) -> Calla
 
 
 def resolve_spec(spec: str, workdir: Path) -> str:
-    """The bridge alias becomes a bridge-only weights file; every other spec is used as is."""
+    """The bridge alias becomes a bridge-only weights file (made once per ``workdir``); other specs stay."""
     if spec != BRIDGE_ALIAS:
         return spec
     from mmsearch.encoders.lite import write_bridge_only_weights
 
-    path = write_bridge_only_weights(workdir / "bridge-only.safetensors")
-    return f"mmsearch-lite:{path}"
+    path = workdir / "bridge-only.safetensors"
+    if not path.is_file():
+        write_bridge_only_weights(path)
+    return f"mmsearch-lite:{path.resolve()}"
+
+
+def index_folder_name(spec: str) -> str:
+    """A stable folder per model: the spec, plus the weights file's digest when it names a file, so a
+    retrained file at the same path gets a fresh index instead of a model-mismatch error."""
+    from mmsearch.encoders.lite import file_digest
+    from mmsearch.encoders.registry import split_spec
+
+    weights = split_spec(spec)[1]
+    digest = file_digest(Path(weights))[:12] if weights and Path(weights).is_file() else "tag"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", split_spec(spec)[0])[-60:]
+    return f"{slug}-{digest}-{hashlib.sha256(spec.encode()).hexdigest()[:8]}"
 
 
 def evaluate(
@@ -163,10 +180,12 @@ def evaluate(
     factory = encoder_factory or default_encoder_factory("auto", batch_size, 0)
     with tempfile.TemporaryDirectory(prefix="mmsearch-eval-") as tmp:
         root = Path(index_dir) if index_dir else Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
         scores = []
-        for n, spec in enumerate(specs):
-            resolved = resolve_spec(spec, Path(tmp))
-            scores.append(evaluate_model(data, resolved, root / f"model{n}", ks, factory, batch_size=batch_size, workers=workers))
+        for spec in specs:
+            resolved = resolve_spec(spec, root)
+            folder = root / index_folder_name(resolved)
+            scores.append(evaluate_model(data, resolved, folder, ks, factory, batch_size=batch_size, workers=workers))
             scores[-1].spec = spec
             if not index_dir:
                 scores[-1].index_dir = None

@@ -19,12 +19,12 @@ from torch import nn
 
 from mmsearch.encoders.lite import IMAGE_FEATURES, TEXT_FEATURES, LiteDualEncoder, make_heads, save_lite_weights
 from mmsearch.errors import ConfigError
-from mmsearch.train.augment import candidate_texts
+from mmsearch.train.augment import pick_text, templated_texts
 from mmsearch.train.data import Example, group_keys
 from mmsearch.train.lite_features import LiteFeatureCache
 from mmsearch.train.loss import clip_loss
 from mmsearch.train.metrics import recall_at_k
-from mmsearch.train.options import TrainOptions
+from mmsearch.train.options import HEAD_DESIGNS, TrainOptions
 from mmsearch.train.trainer import ContrastiveTrainer, TrainResult
 
 log = logging.getLogger(__name__)
@@ -38,24 +38,30 @@ LITE_DEFAULT_HIDDEN = 512
 class LiteHeads(nn.Module):
     """The trainable parts of a :class:`LiteDualEncoder`, under the same state-dict names."""
 
-    def __init__(self, model: LiteDualEncoder) -> None:
+    def __init__(self, model: LiteDualEncoder, train_text_head: bool = True) -> None:
         super().__init__()
         self.image_head = model.image_head
-        self.text_head = model.text_head
+        if train_text_head:
+            self.text_head = model.text_head
         self.logit_scale = model.logit_scale
 
 
 def configure_heads(model: LiteDualEncoder, opts: TrainOptions) -> None:
-    """Give ``model`` fresh heads of the requested design (the towers and the bridge stay as they are)."""
-    if opts.head_design not in ("mlp", "lit"):
-        raise ConfigError(f"unknown head design {opts.head_design!r}: use mlp or lit")
-    lit = opts.head_design == "lit"
-    joint_dim = opts.joint_dim or (TEXT_FEATURES if lit else model.cfg.joint_dim)
-    if lit and joint_dim != TEXT_FEATURES:
-        raise ConfigError(f"--head-design lit keeps MiniLM's space, so the joint size is {TEXT_FEATURES}")
+    """Give ``model`` fresh heads of the requested design (the towers and the bridge stay as they are).
+
+    * ``mlp``: both sides projected by an MLP into a new space;
+    * ``residual``: the text side is MiniLM plus a trained residual, the image head also sees the bridge;
+    * ``lit``: locked text - the text side is exactly MiniLM, only the image head learns to land there.
+    """
+    if opts.head_design not in HEAD_DESIGNS:
+        raise ConfigError(f"unknown head design {opts.head_design!r}: use one of {', '.join(HEAD_DESIGNS)}")
+    minilm_space = opts.head_design in ("residual", "lit")
+    joint_dim = opts.joint_dim or (TEXT_FEATURES if minilm_space else model.cfg.joint_dim)
+    if minilm_space and joint_dim != TEXT_FEATURES:
+        raise ConfigError(f"--head-design {opts.head_design} keeps MiniLM's space, so the joint size is {TEXT_FEATURES}")
     cfg = replace(
-        model.cfg, joint_dim=joint_dim, head_hidden=opts.head_hidden or LITE_DEFAULT_HIDDEN, image_head_bridge=lit,
-        text_head_residual=lit, learned_weight=1.0,
+        model.cfg, joint_dim=joint_dim, head_hidden=opts.head_hidden or LITE_DEFAULT_HIDDEN, image_head_bridge=minilm_space,
+        text_head_residual=minilm_space, learned_weight=1.0,
     )
     torch.manual_seed(opts.seed)
     model.cfg = cfg
@@ -84,7 +90,7 @@ class LiteTrainer(ContrastiveTrainer):
         self.val = self._prepare_val(val) if val else None
         configure_heads(model, opts)
         model.to(device)
-        self.module = LiteHeads(model)
+        self.module = LiteHeads(model, train_text_head=opts.head_design != "lit")
         for p in self.module.parameters():
             p.requires_grad_(True)
         if self.val is not None:
@@ -92,15 +98,10 @@ class LiteTrainer(ContrastiveTrainer):
 
     # --- data ---
     def _prepare_texts(self) -> None:
-        per_example = []
-        for ex in self.train_examples:
-            captions = list(dict.fromkeys(ex.texts))
-            templated = candidate_texts([], ex.concept_name, self.opts.templates)
-            per_example.append((captions, templated))
-        vocabulary = list(dict.fromkeys(t for caps, tmpl in per_example for t in caps + tmpl))
+        per_example = [(ex.caption, ex.texts[1:], templated_texts(ex.caption, self.opts.templates)) for ex in self.train_examples]
+        vocabulary = list(dict.fromkeys(t for primary, alts, tmpl in per_example for t in [primary, *alts, *tmpl]))
         position = {t: i for i, t in enumerate(vocabulary)}
-        self.caption_ids = [[position[t] for t in caps] for caps, _ in per_example]
-        self.template_ids = [[position[t] for t in tmpl] for _, tmpl in per_example]
+        self.text_choices = [(position[p], [position[t] for t in alts], [position[t] for t in tmpl]) for p, alts, tmpl in per_example]
         self.text_feats = torch.from_numpy(self.cache.text_features(vocabulary)).to(self.device)
 
     def _prepare_val(self, val: list[Example]) -> dict:
@@ -121,10 +122,7 @@ class LiteTrainer(ContrastiveTrainer):
         }
 
     def _sample_texts(self, batch: list[int], rng: np.random.Generator) -> torch.Tensor:
-        chosen = []
-        for i in batch:
-            pool = self.template_ids[i] if self.template_ids[i] and rng.random() < self.opts.template_prob else self.caption_ids[i]
-            chosen.append(pool[int(rng.integers(len(pool)))])
+        chosen = [pick_text(*self.text_choices[i], self.opts.template_prob, rng) for i in batch]
         return self.text_feats[chosen]
 
     # --- training ---

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mmsearch.train.augment import DEFAULT_TEMPLATES, AugmentConfig
 
-HEAD_DESIGNS = ("mlp", "lit")
+HEAD_DESIGNS = ("residual", "lit", "mlp")
 
 
 @dataclass
@@ -27,14 +27,14 @@ class TrainOptions:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     aug_views: int = 4
     templates: tuple[str, ...] = DEFAULT_TEMPLATES
-    template_prob: float = 0.3  # chance a step pairs an image with a templated concept name instead of a caption
+    template_prob: float = 0.3  # chance a step pairs an image with a templated caption ('an emoji of {caption}')
     cache_dir: Path = Path(".mmsearch-cache")
     resume: bool = False
     device: str = "auto"
     seed: int = 0
     threads: int = 0
-    # mmsearch-lite head design: "mlp" (both sides MLP) or "lit" (text = MiniLM + residual, image head sees the bridge)
-    head_design: str = "lit"
+    # mmsearch-lite head design, see mmsearch.train.lite_trainer.configure_heads
+    head_design: str = "residual"
     joint_dim: int | None = None
     head_hidden: int | None = None
     workers: int = 0  # decode workers for open_clip fine-tuning

@@ -29,22 +29,23 @@ def shapes(tmp_path_factory) -> Path:
 
 
 def tiny_options(source: Path, out: Path, **kw) -> TrainOptions:
-    kw.setdefault("epochs", 8)
-    return TrainOptions(source=source, val=source, model=TEST_MODEL, out=out, batch_size=12, lr=3e-3, device="cpu", **kw)
+    kw.setdefault("epochs", 10)
+    return TrainOptions(source=source, val=source, model=TEST_MODEL, out=out, batch_size=8, lr=1e-3, device="cpu", **kw)
 
 
 def t2i_recall(manifest: Path, spec: str) -> float:
-    return evaluate(manifest, [spec], ks=(1,), encoder_factory=lambda s: load_encoder(s, "cpu", 16))["models"][0]["text_to_image"]["R@1"]
+    """Text->image Recall@5 through the index: 12 concepts, 24 images, so chance is far below 1."""
+    return evaluate(manifest, [spec], ks=(5,), encoder_factory=lambda s: load_encoder(s, "cpu", 16))["models"][0]["text_to_image"]["R@5"]
 
 
 def test_training_lowers_loss_and_raises_recall_of_open_clip_model(shapes, tmp_path):
     out = tmp_path / "tiny.pt"
     result = train(tiny_options(shapes, out))
     losses = [h.train_loss for h in result.history]
-    assert losses[-1] < 0.8 * losses[0]
+    assert losses[-1] < 0.75 * losses[0]
     assert out.is_file() and out.with_name("tiny.pt.train-log.json").is_file()
     before, after = t2i_recall(shapes, TEST_MODEL), t2i_recall(shapes, f"{TEST_MODEL}:{out}")
-    assert after > before + 0.1, (before, after)
+    assert after >= before + 0.3, (before, after)
     # the checkpoint is an ordinary open_clip checkpoint: ARCH:/path loads it, with its own fingerprint
     encoder = load_encoder(f"{TEST_MODEL}:{out}", "cpu")
     assert encoder.model_id.startswith(f"{TEST_MODEL}@") and encoder.model_id != TEST_MODEL

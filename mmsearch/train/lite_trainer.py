@@ -9,6 +9,7 @@ finally pick how much the learned part weighs against the bridge, again on valid
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -66,6 +67,8 @@ def configure_heads(model: LiteDualEncoder, opts: TrainOptions) -> None:
     torch.manual_seed(opts.seed)
     model.cfg = cfg
     model.image_head, model.text_head = make_heads(cfg)
+    with torch.no_grad():  # start from CLIP's temperature, not whatever the starting weights file learned
+        model.logit_scale.fill_(math.log(1 / 0.07))
 
 
 class LiteTrainer(ContrastiveTrainer):

@@ -145,3 +145,18 @@ def test_cli_eval_errors_are_one_line(tmp_path):
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 1
         assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_index_folder_follows_the_weights_file(tmp_path, monkeypatch):
+    """Retrained weights at the same path (or a new shipped default) get a fresh index, not a mismatch error."""
+    from mmsearch.encoders import lite
+    from mmsearch.train.evaluate import index_folder_name
+
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"one")
+    monkeypatch.setattr(lite, "DEFAULT_WEIGHTS", weights)
+    first = (index_folder_name(f"mmsearch-lite:{weights}"), index_folder_name("mmsearch-lite"))
+    weights.write_bytes(b"two")
+    second = (index_folder_name(f"mmsearch-lite:{weights}"), index_folder_name("mmsearch-lite"))
+    assert first[0] != second[0] and first[1] != second[1]
+    assert index_folder_name("ViT-B-32:laion2b_s34b_b79k") != index_folder_name("ViT-B-32:openai")

@@ -238,5 +238,72 @@ def verify(ctx, index_dir, repair, device, as_json) -> None:
         ctx.exit(1)
 
 
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--val", type=click.Path(path_type=Path), default=None, help="Validation manifest: per-epoch recall, best-epoch choice, tuning.")
+@click.option("--model", default="mmsearch-lite", show_default=True, help="mmsearch-lite[:weights], or an open_clip ARCH:TAG / ARCH:/path/ckpt.pt to fine-tune.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output weights (.safetensors for mmsearch-lite, .pt checkpoint for open_clip).")
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--batch-size", type=int, default=None, help="Pairs per step [default: 256 lite, 32 open_clip].")
+@click.option("--lr", type=float, default=None, help="Learning rate [default: 1e-3 lite heads, 1e-5 open_clip].")
+@click.option("--lock-image/--no-lock-image", default=None, help="Freeze the image tower [default: frozen for lite, trained for open_clip].")
+@click.option("--unlock-image-top", type=int, default=0, help="With a locked image tower, train its top N blocks (open_clip).")
+@click.option("--lock-text/--no-lock-text", default=None, help="Freeze the text tower [default: frozen for lite, trained for open_clip].")
+@click.option("--unlock-text-top", type=int, default=0, help="With a locked text tower, train its top N layers (open_clip).")
+@click.option("--augment/--no-augment", default=True, show_default=True, help="Random crops and colour jitter.")
+@click.option("--flip/--no-flip", default=True, show_default=True, help="Horizontal flips (turn off when left/right or lettering matters).")
+@click.option("--aug-views", type=int, default=4, show_default=True, help="Augmented views cached per image (mmsearch-lite).")
+@click.option("--templates", default=None, help='Concept templates, e.g. "a picture of {}|an emoji of {}".')
+@click.option("--head-design", type=click.Choice(["residual", "lit", "mlp"]), default="residual", show_default=True,
+              help="mmsearch-lite heads: residual = MiniLM text space + trained residual; lit = text locked to MiniLM; mlp = both sides projected.")
+@click.option("--head-hidden", type=int, default=None, help="Hidden width of the mmsearch-lite heads [default 512].")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=Path(".mmsearch-cache"), show_default=True, help="Tower feature cache.")
+@click.option("--resume", is_flag=True, help="Continue from the last epoch checkpoint of --out.")
+@device_option
+@click.option("--threads", type=int, default=None, help="torch threads [default: $MMSEARCH_THREADS or all cores].")
+@click.option("--seed", type=int, default=0, show_default=True)
+def train(source, val, model, out, epochs, batch_size, lr, lock_image, unlock_image_top, lock_text, unlock_text_top, augment, flip,
+          aug_views, templates, head_design, head_hidden, cache_dir, resume, device, threads, seed) -> None:
+    """Train (or fine-tune) a dual encoder contrastively on a manifest or a captioned folder."""
+    from mmsearch.train.augment import AugmentConfig, parse_templates
+    from mmsearch.train.options import TrainOptions
+    from mmsearch.train.run import train as run_training
+
+    s = _settings(device=device, threads=threads)
+    opts = TrainOptions(
+        source=source, val=val, model=model, out=out, epochs=epochs, batch_size=batch_size, lr=lr, lock_image=lock_image,
+        unlock_image_top=unlock_image_top, lock_text=lock_text, unlock_text_top=unlock_text_top,
+        augment=AugmentConfig(enabled=augment, flip=flip), aug_views=aug_views, templates=parse_templates(templates),
+        head_design=head_design, head_hidden=head_hidden, cache_dir=cache_dir, resume=resume, device=s.device, seed=seed, threads=s.effective_threads(),
+    )
+    result = run_training(opts, on_epoch=lambda entry: click.echo(entry.line()))
+    click.echo(f"wrote {result.out} (best epoch {result.best_epoch})")
+
+
+@main.command("eval")
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--model", default=None, help="Model spec [default: mmsearch-lite].")
+@click.option("--baseline", default=None, help="A second model to compare; mmsearch-lite:bridge is the training-free bridge alone.")
+@click.option("-k", "ks", default="1,5,10", show_default=True, help="Comma-separated cut-offs.")
+@click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Also write the results as JSON.")
+@click.option("--index-dir", type=click.Path(path_type=Path), default=None, help="Keep the evaluation indexes here (one subfolder per model) [default: a temp dir].")
+@click.option("--batch-size", type=int, default=None, help="Items per encoder batch.")
+@device_option
+def eval_command(manifest, model, baseline, ks, json_out, index_dir, batch_size, device) -> None:
+    """Recall@k (text->image and image->text) through the index and search path."""
+    from mmsearch.train.evaluate import default_encoder_factory, evaluate, format_table, parse_ks
+
+    s = _settings(device=device, batch_size=batch_size)
+    specs = [model or s.model] + ([baseline] if baseline else [])
+    result = evaluate(
+        manifest, specs, ks=parse_ks(ks), index_dir=index_dir,
+        encoder_factory=default_encoder_factory(s.device, s.batch_size, s.effective_threads()), batch_size=s.batch_size,
+        workers=min(s.workers, 1),
+    )
+    click.echo(format_table(result))
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -49,6 +49,11 @@ class LiteConfig:
     learned_weight: float = 0.0  # 0 until trained heads exist
     bridge_temperature: float = 1.0
     class_prompt: str = "a photo of a {}"
+    # Head design. With image_head_bridge the image head also sees the bridge vector (ImageNet semantics);
+    # with text_head_residual the learned text side is MiniLM + a zero-initialised correction, so it starts
+    # as the pretrained sentence space (LiT-style) and generalises to concepts absent from training.
+    image_head_bridge: bool = False
+    text_head_residual: bool = False
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -101,6 +106,19 @@ class MlpHead(nn.Module):
         return self.net(x)
 
 
+def make_heads(cfg: LiteConfig) -> tuple[MlpHead, MlpHead]:
+    """Fresh (image_head, text_head) for a config; a residual text head starts as the identity."""
+    image_in = IMAGE_FEATURES + (TEXT_FEATURES if cfg.image_head_bridge else 0)
+    if cfg.text_head_residual and cfg.joint_dim != TEXT_FEATURES:
+        raise ValueError(f"text_head_residual needs joint_dim == {TEXT_FEATURES}, not {cfg.joint_dim}")
+    image_head = MlpHead(image_in, cfg.head_hidden, cfg.joint_dim)
+    text_head = MlpHead(TEXT_FEATURES, cfg.head_hidden, cfg.joint_dim)
+    if cfg.text_head_residual:
+        nn.init.zeros_(text_head.net[-1].weight)
+        nn.init.zeros_(text_head.net[-1].bias)
+    return image_head, text_head
+
+
 class LiteDualEncoder(nn.Module):
     """EfficientNet-Lite0 + MiniLM joined by a training-free bridge and trainable heads."""
 
@@ -117,8 +135,7 @@ class LiteDualEncoder(nn.Module):
             str(minilm_dir()), output_dim=TEXT_FEATURES, pooler_type="mean_pooler", proj_type=None, pretrained=load_towers
         )
         self.register_buffer("class_text_emb", torch.zeros(1000, TEXT_FEATURES))
-        self.image_head = MlpHead(IMAGE_FEATURES, cfg.head_hidden, cfg.joint_dim)
-        self.text_head = MlpHead(TEXT_FEATURES, cfg.head_hidden, cfg.joint_dim)
+        self.image_head, self.text_head = make_heads(cfg)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     # --- tower features (what training caches when towers are frozen) ---
@@ -144,12 +161,23 @@ class LiteDualEncoder(nn.Module):
         probs = torch.softmax(logits.float() / self.cfg.bridge_temperature, dim=-1)
         return probs @ self.class_text_emb
 
+    def learned_image(self, pooled: torch.Tensor, bridge: torch.Tensor) -> torch.Tensor:
+        """The learned part of an image embedding (not normalised)."""
+        inputs = torch.cat([pooled.float(), bridge.float()], dim=-1) if self.cfg.image_head_bridge else pooled.float()
+        return self.image_head(inputs)
+
+    def learned_text(self, text_feats: torch.Tensor) -> torch.Tensor:
+        """The learned part of a text embedding (not normalised)."""
+        out = self.text_head(text_feats.float())
+        return text_feats.float() + out if self.cfg.text_head_residual else out
+
     def join_image(self, pooled: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        learned = self.image_head(pooled) if self.cfg.learned_weight > 0 else pooled[:, :0]
-        return self._join(self.image_bridge(logits), learned)
+        bridge = self.image_bridge(logits)
+        learned = self.learned_image(pooled, bridge) if self.cfg.learned_weight > 0 else pooled[:, :0]
+        return self._join(bridge, learned)
 
     def join_text(self, text_feats: torch.Tensor) -> torch.Tensor:
-        learned = self.text_head(text_feats) if self.cfg.learned_weight > 0 else text_feats[:, :0]
+        learned = self.learned_text(text_feats) if self.cfg.learned_weight > 0 else text_feats[:, :0]
         return self._join(text_feats, learned)
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
@@ -207,17 +235,38 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_lite_weights(model: LiteDualEncoder, path: Path, extra_meta: dict | None = None) -> Path:
-    """Write the weights file atomically (tmp + rename) so a crash never leaves half a model."""
+def save_lite_weights(model: LiteDualEncoder, path: Path, extra_meta: dict | None = None, half: bool = False) -> Path:
+    """Write the weights file atomically (tmp + rename) so a crash never leaves half a model.
+
+    ``half`` stores float tensors as float16 (half the size; loading casts them back to float32).
+    """
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     meta = {"config": model.cfg.to_json(), "finetuned": json.dumps(sorted(getattr(model, "_finetuned", set())))}
     meta.update({k: str(v) for k, v in (extra_meta or {}).items()})
-    save_file(model.trainable_state(), str(tmp), metadata=meta)
+    state = model.trainable_state()
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    save_file(state, str(tmp), metadata=meta)
     tmp.replace(path)
     return path
+
+
+def bridge_only_model() -> tuple[LiteDualEncoder, object]:
+    """-> (model, tokenizer): the towers and the training-free bridge, no learned part."""
+    cfg = LiteConfig()
+    model = LiteDualEncoder(cfg)
+    tokenizer = make_tokenizer(cfg)
+    model.class_text_emb.copy_(compute_class_text_embeddings(model, tokenizer))
+    return model, tokenizer
+
+
+def write_bridge_only_weights(path: Path) -> Path:
+    """A weights file for the bridge alone: the baseline that trained heads are measured against."""
+    model, _ = bridge_only_model()
+    return save_lite_weights(model, path, {"note": "bridge only (learned_weight 0)"}, half=True)
 
 
 def load_lite(weights: Path | None = None):
@@ -226,11 +275,8 @@ def load_lite(weights: Path | None = None):
 
     weights = weights if weights is not None else (DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.exists() else None)
     if weights is None:
-        cfg = LiteConfig()
-        model = LiteDualEncoder(cfg)
-        tokenizer = make_tokenizer(cfg)
-        model.class_text_emb.copy_(compute_class_text_embeddings(model, tokenizer))
-        return model, make_preprocess(cfg), tokenizer, f"{LITE_NAME}@bridge-only"
+        model, tokenizer = bridge_only_model()
+        return model, make_preprocess(model.cfg), tokenizer, f"{LITE_NAME}@bridge-only"
     with safe_open(str(weights), framework="pt") as fh:
         meta = fh.metadata() or {}
         state = {k: fh.get_tensor(k) for k in fh.keys()}

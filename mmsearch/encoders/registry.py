@@ -67,7 +67,8 @@ def _build_open_clip(spec: str, arch: str, pretrained: str | None):
         arch = config_path.stem
     if arch == TEST_MODEL:
         torch.manual_seed(0)  # random weights, but the same ones every time
-        pretrained = None
+        if not (pretrained and Path(pretrained).expanduser().is_file()):
+            pretrained = None  # a fine-tuned checkpoint of the tiny model still loads (tests of `mmsearch train`)
     elif pretrained is None and not arch.startswith(("hf-hub:", "local-dir:")):
         raise ModelNotFoundError(
             f"model spec {spec!r} names no weights: use ARCH:PRETRAINED_TAG (e.g. ViT-B-32:laion2b_s34b_b79k) "

@@ -1,0 +1,104 @@
+"""Image augmentation and text sampling for contrastive training.
+
+Augmentations keep what a caption says true: crops keep most of the picture, colour jitter is mild
+(colour words appear in captions), and horizontal flips can be turned off for data where left/right or
+written text matters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from mmsearch.errors import ConfigError
+
+DEFAULT_TEMPLATES = ("a picture of {}", "an image of {}", "{}", "an icon of {}", "a drawing of {}")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    enabled: bool = True
+    min_scale: float = 0.6
+    flip: bool = True
+    brightness: float = 0.25
+    contrast: float = 0.25
+    saturation: float = 0.2
+    hue: float = 0.02
+
+    def key(self) -> str:
+        """Identifies the augmentation recipe in cache keys: a different recipe means different views."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def find_normalize(preprocess: Callable) -> T.Normalize:
+    """The Normalize step of a model's eval preprocess: training views must be normalised identically."""
+    for step in getattr(preprocess, "transforms", []):
+        if isinstance(step, T.Normalize):
+            return step
+    raise ConfigError("the model's preprocessing has no Normalize step; cannot build training augmentation")
+
+
+def find_image_size(preprocess: Callable) -> int:
+    for step in getattr(preprocess, "transforms", []):
+        if isinstance(step, (T.CenterCrop, T.Resize)):
+            size = step.size
+            return int(size[0] if isinstance(size, (list, tuple)) else size)
+    raise ConfigError("cannot tell the model's input size from its preprocessing")
+
+
+def train_transform(preprocess: Callable, cfg: AugmentConfig) -> Callable[[Image.Image], torch.Tensor]:
+    """A random view of an image, normalised like ``preprocess``. Without augmentation: ``preprocess`` itself."""
+    if not cfg.enabled:
+        return preprocess
+    size = find_image_size(preprocess)
+    steps: list = [T.RandomResizedCrop(size, scale=(cfg.min_scale, 1.0), ratio=(0.8, 1.25), interpolation=T.InterpolationMode.BICUBIC)]
+    if cfg.flip:
+        steps.append(T.RandomHorizontalFlip())
+    steps += [T.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue), T.ToTensor(), find_normalize(preprocess)]
+    return T.Compose(steps)
+
+
+def parse_templates(spec: str | None) -> tuple[str, ...]:
+    """'a picture of {}|an emoji of {}' -> templates; every template must hold one '{}' (the caption goes there)."""
+    if spec is None:
+        return DEFAULT_TEMPLATES
+    templates = tuple(t.strip() for t in spec.split("|") if t.strip())
+    for t in templates:
+        if t.count("{}") != 1:
+            raise ConfigError(f"template {t!r} must contain exactly one {{}} (where the caption goes)")
+    return templates
+
+
+def templated_texts(subject: str, templates: Sequence[str]) -> list[str]:
+    """The subject (an example's primary caption) put into every template, e.g. 'an emoji of {}'."""
+    return list(dict.fromkeys(t.format(subject) for t in templates))
+
+
+def pick_text(primary: int, alternatives: Sequence[int], templated: Sequence[int], template_prob: float, rng) -> int:
+    """One text for a training step: a templated caption (``template_prob``), else the primary caption
+    half the time, else any caption - so the primary caption dominates but alternatives are seen too."""
+    if templated and rng.random() < template_prob:
+        return templated[int(rng.integers(len(templated)))]
+    if not alternatives or rng.random() < 0.5:
+        return primary
+    return alternatives[int(rng.integers(len(alternatives)))]
+
+
+def seeded_view(transform: Callable, image: Image.Image, seed: int) -> torch.Tensor:
+    """One reproducible random view: the same (image, seed) gives the same crop/jitter on every run."""
+    state = torch.random.get_rng_state()
+    py_state = random.getstate()
+    try:
+        torch.manual_seed(seed)
+        random.seed(seed)
+        return transform(image)
+    finally:
+        torch.random.set_rng_state(state)
+        random.setstate(py_state)

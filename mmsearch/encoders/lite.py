@@ -18,7 +18,6 @@ embeddings, the heads, any fine-tuned tower layers, and the config in its metada
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -28,6 +27,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mmsearch.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -227,14 +228,6 @@ def make_preprocess(cfg: LiteConfig):
     )
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def save_lite_weights(model: LiteDualEncoder, path: Path, extra_meta: dict | None = None, half: bool = False) -> Path:
     """Write the weights file atomically (tmp + rename) so a crash never leaves half a model.
 
@@ -287,4 +280,4 @@ def load_lite(weights: Path | None = None):
     if missing_from_model:
         raise RuntimeError(f"{weights}: unknown tensors {sorted(missing_from_model)[:5]}")
     model.load_state_dict(state, strict=False)
-    return model, make_preprocess(cfg), make_tokenizer(cfg), f"{LITE_NAME}@{file_digest(weights)[:12]}"
+    return model, make_preprocess(cfg), make_tokenizer(cfg), f"{LITE_NAME}@{sha256_file(weights)[:12]}"

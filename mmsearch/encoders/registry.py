@@ -12,7 +12,6 @@ Spec forms:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 
 from mmsearch.encoders.torch_encoder import TorchDualEncoder, resolve_device
 from mmsearch.errors import ModelNotFoundError
+from mmsearch.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def _build_open_clip(spec: str, arch: str, pretrained: str | None):
     except Exception as exc:  # network errors, missing files, bad tags all end here
         raise ModelNotFoundError(f"cannot load model {spec!r}: {type(exc).__name__}: {exc}") from exc
     if pretrained and Path(pretrained).exists():
-        fingerprint = hashlib.sha256(Path(pretrained).read_bytes()).hexdigest()[:12]
+        fingerprint = sha256_file(pretrained)[:12]
         model_id = f"{arch}@{fingerprint}"
     else:
         model_id = spec

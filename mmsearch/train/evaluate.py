@@ -156,13 +156,14 @@ def resolve_spec(spec: str, workdir: Path) -> str:
 def index_folder_name(spec: str) -> str:
     """A stable folder per model: the spec, plus the weights file's digest when it names a file, so a
     retrained file at the same path gets a fresh index instead of a model-mismatch error."""
-    from mmsearch.encoders.lite import DEFAULT_WEIGHTS, LITE_NAME, file_digest
+    from mmsearch.encoders.lite import DEFAULT_WEIGHTS, LITE_NAME
     from mmsearch.encoders.registry import split_spec
+    from mmsearch.hashing import sha256_file
 
     arch, weights = split_spec(spec)
     if arch == LITE_NAME and not weights and DEFAULT_WEIGHTS.is_file():
         weights = str(DEFAULT_WEIGHTS)  # plain mmsearch-lite means the shipped weights file
-    digest = file_digest(Path(weights))[:12] if weights and Path(weights).is_file() else "tag"
+    digest = sha256_file(weights)[:12] if weights and Path(weights).is_file() else "tag"
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", split_spec(spec)[0])[-60:]
     return f"{slug}-{digest}-{hashlib.sha256(spec.encode()).hexdigest()[:8]}"
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings, strategies as st

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -185,6 +186,41 @@ def compute_class_text_embeddings(model: LiteDualEncoder, tokenizer) -> torch.Te
     return F.normalize(torch.cat(feats), dim=-1)
 
 
+def _cache_dir() -> Path:
+    root = os.environ.get("MMSEARCH_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "mmsearch")
+    return Path(root)
+
+
+def _class_embedding_key(cfg: LiteConfig) -> str:
+    """What the class-name embeddings depend on: the prompt, the context length and the MiniLM files."""
+    files = sorted((f.name, f.stat().st_size) for f in minilm_dir().rglob("*") if f.is_file())
+    parts = [cfg.class_prompt, cfg.context_length, files, imagenet_class_names(), torch.__version__]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+
+
+def cached_class_text_embeddings(model: LiteDualEncoder, tokenizer) -> torch.Tensor:
+    """Class-name embeddings cost ~10 s of MiniLM on a laptop CPU at every model load; they depend only
+    on files that never change, so they are computed once and kept in the user's cache directory.
+    An unwritable cache only costs the recomputation."""
+    from safetensors.torch import load_file, save_file
+
+    path = _cache_dir() / f"lite-class-emb-{_class_embedding_key(model.cfg)}.safetensors"
+    if path.is_file():
+        try:
+            return load_file(str(path))["class_text_emb"]
+        except Exception as exc:  # a damaged cache file is recomputed, never trusted
+            log.warning("ignoring unreadable cache file %s: %s", path, exc)
+    emb = compute_class_text_embeddings(model, tokenizer)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        save_file({"class_text_emb": emb.contiguous()}, str(tmp))
+        tmp.replace(path)
+    except OSError as exc:
+        log.info("cannot cache class embeddings in %s: %s", path.parent, exc)
+    return emb
+
+
 def make_tokenizer(cfg: LiteConfig):
     from open_clip.tokenizer import HFTokenizer
 
@@ -229,7 +265,7 @@ def load_lite(weights: Path | None = None):
         cfg = LiteConfig()
         model = LiteDualEncoder(cfg)
         tokenizer = make_tokenizer(cfg)
-        model.class_text_emb.copy_(compute_class_text_embeddings(model, tokenizer))
+        model.class_text_emb.copy_(cached_class_text_embeddings(model, tokenizer))
         return model, make_preprocess(cfg), tokenizer, f"{LITE_NAME}@bridge-only"
     with safe_open(str(weights), framework="pt") as fh:
         meta = fh.metadata() or {}

@@ -1,0 +1,58 @@
+"""Thread counts for torch, FAISS/OpenMP and the HTTP threadpool, decided in one place.
+
+A process that runs several thread pools side by side (torch intra-op, FAISS's OpenMP, DataLoader
+workers, the server's request threads) easily asks for many more runnable threads than there are
+cores; they then time-slice, spin in OpenMP barriers and every request gets slower. These functions
+give each pool its share so the total matches the cores:
+
+* indexing: decode workers are separate processes (single-threaded each); the model gets the cores;
+* serving: each concurrent request runs its model call and its FAISS search on one thread, and at
+  most ``cores`` requests compute at once, so a query never spins more threads than there are cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+def available_cores() -> int:
+    """Cores this process may run on (respects taskset/cgroup CPU affinity where the OS reports it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    torch_threads: int  # intra-op threads of one model call
+    faiss_threads: int  # OpenMP threads of one FAISS call
+    request_threads: int  # concurrent blocking request handlers (serving only; 0 when not serving)
+
+
+def _apply(plan: ThreadPlan) -> ThreadPlan:
+    import faiss
+    import torch
+
+    torch.set_num_threads(plan.torch_threads)
+    faiss.omp_set_num_threads(plan.faiss_threads)
+    log.debug("threads: %s", plan)
+    return plan
+
+
+def configure_serving(threads: int = 0) -> ThreadPlan:
+    """One thread per request for torch and FAISS, and as many concurrent requests as cores."""
+    cores = threads or available_cores()
+    return _apply(ThreadPlan(torch_threads=1, faiss_threads=1, request_threads=cores))
+
+
+def configure_batch(threads: int = 0) -> ThreadPlan:
+    """Indexing and CLI search: one batch at a time, so each model or FAISS call gets all the cores.
+
+    Decode workers are separate processes and torch's DataLoader gives each of them one thread."""
+    cores = threads or available_cores()
+    return _apply(ThreadPlan(torch_threads=cores, faiss_threads=cores, request_threads=0))

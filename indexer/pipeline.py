@@ -24,6 +24,7 @@ from indexer.fastpath import split_transform
 from indexer.loader import decode_batches
 from indexer.sources import ScanResult, SourceItem, scan
 from indexer.writer import IndexWriter
+from mmsearch.ann import DEFAULT_FLAT_THRESHOLD, AnnOptions, choose_factory
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import ModelMismatchError
 from mmsearch.indexdir import IndexDir
@@ -122,8 +123,18 @@ def index_source(
     workers: int = 1,
     max_pixels: int = 90_000_000,
     progress: bool | None = None,
+    index_type: str | None = None,
+    recall_target: float | None = None,
+    flat_threshold: int | None = None,
 ) -> IndexReport:
-    """Index ``source`` into ``index_dir``. ``encoder_factory(spec)`` loads the model only if needed."""
+    """Index ``source`` into ``index_dir``. ``encoder_factory(spec)`` loads the model only if needed.
+
+    ``index_type``/``recall_target`` change the index's vector index choice (kept for later runs);
+    ``flat_threshold`` is the count below which ``auto`` keeps exact search (see mmsearch.ann)."""
+    ann_options = AnnOptions(
+        index_type or "auto", recall_target or 0.95, DEFAULT_FLAT_THRESHOLD if flat_threshold is None else flat_threshold
+    ).check()
+    explicit = (index_type is not None, recall_target is not None)
     started = time.monotonic()
     idx = IndexDir(index_dir)
     with idx.write_lock():
@@ -139,12 +150,24 @@ def index_source(
             manifest, spec = None, model_spec or default_model
         store = idx.open_store()
         try:
-            return _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started)
+            return _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started,
+                        ann_options, explicit)
         finally:
             store.close()
 
 
-def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started) -> IndexReport:
+def _apply_ann_options(manifest, options: AnnOptions, explicit: tuple[bool, bool]) -> AnnOptions:
+    """Options given on this run are kept in the manifest; otherwise the manifest's own apply."""
+    if explicit[0]:
+        choose_factory(options.index_type, 0, manifest.dim)  # an unknown type fails before anything is embedded
+        manifest.index_type = options.index_type
+    if explicit[1]:
+        manifest.recall_target = options.recall_target
+    return AnnOptions(manifest.index_type, manifest.recall_target, options.flat_threshold).check()
+
+
+def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started,
+         ann_options, explicit) -> IndexReport:
     existing = {r.key: r for r in store.all_items()}
 
     def known_hash(key: str, size: int, mtime: float) -> str | None:
@@ -162,7 +185,7 @@ def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, worker
     elif encoder is not None:
         IndexDir.check_model(manifest, encoder.model_id)
     run_id = store.start_run(report.source)
-    writer = IndexWriter(idx, manifest, store)
+    writer = IndexWriter(idx, manifest, store, _apply_ann_options(manifest, ann_options, explicit))
 
     writer.update(plan.moves)
     writer.update(plan.updates)

@@ -61,16 +61,27 @@ def main(verbose: int) -> None:
 @click.option("--batch-size", type=int, default=None, help="Items per encoder batch.")
 @click.option("--workers", type=int, default=None, help="Image decode worker processes.")
 @device_option
-def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int | None, workers: int | None, device: str | None) -> None:
+@click.option(
+    "--index-type", default=None,
+    help="Vector index: auto (exact below $MMSEARCH_ANN_THRESHOLD vectors, else IVF), flat, hnsw, ivf, ivfpq, sq8, "
+         "or a FAISS index_factory string. Kept for later runs [default: the index's own, else auto].",
+)
+@click.option("--recall-target", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+              help="recall@10 against exact search that approximate search is tuned to keep [default 0.95].")
+def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int | None, workers: int | None, device: str | None,
+          index_type: str | None, recall_target: float | None) -> None:
     """Index (or update the index of) a folder, or a JSONL/CSV manifest."""
     from indexer.pipeline import index_source
     from mmsearch.encoders import load_encoder
+    from mmsearch.threads import configure_batch
 
     s = _settings(index_dir=index_dir, batch_size=batch_size, workers=workers, device=device)
+    configure_batch(s.threads)
     report = index_source(
         path, s.index_dir,
-        lambda spec: load_encoder(spec, s.device, s.batch_size, s.effective_threads()),
+        lambda spec: load_encoder(spec, s.device, s.batch_size, s.effective_threads(), s.precision),
         model_spec=model, default_model=s.model, batch_size=s.batch_size, workers=s.workers, max_pixels=s.max_image_pixels,
+        index_type=index_type, recall_target=recall_target, flat_threshold=s.ann_threshold,
     )
     click.echo(
         f"indexed {report.source} -> {report.index_dir} in {report.seconds:.1f}s: "

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     threads: int = Field(0, ge=0, le=256)
     # Model arithmetic: auto = bf16 autocast on CPUs with native bf16, fp16 autocast on CUDA, else fp32.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # Below this many vectors an index type of "auto" searches exactly (FAISS Flat); above, approximately.
+    ann_threshold: int = Field(50_000, ge=0)
     # Decoded pixels above this are refused (decompression bombs); large images are downscaled while decoding.
     max_image_pixels: int = Field(90_000_000, ge=1)
     host: str = "127.0.0.1"

@@ -109,8 +109,11 @@ def search(text, image_file, queries_file, target, k, index_dir, device, as_json
     given = sum(x is not None for x in (text, image_file, queries_file))
     if given != 1:
         raise InvalidQueryError("give exactly one of TEXT, --image FILE or --queries-file FILE")
+    from mmsearch.threads import configure_batch
+
     s = _settings(index_dir=index_dir, device=device)
     k = min(k, s.max_k)
+    configure_batch(s.threads)
     searcher = Searcher(s.index_dir, device=s.device, threads=s.effective_threads(), reload_interval=0)
     try:
         for query, hits in _run_queries(searcher, text, image_file, queries_file, target, k):

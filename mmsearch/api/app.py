@@ -12,6 +12,7 @@ from mmsearch.api.errors import install_error_handlers
 from mmsearch.api.routes import router
 from mmsearch.config import Settings, get_settings
 from mmsearch.search import Searcher
+from mmsearch.threads import configure_serving
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ def _limit_threadpool(threads: int) -> None:
     """Cap concurrent blocking handlers so they do not outnumber the cores torch and FAISS use."""
     import anyio.to_thread
 
-    anyio.to_thread.current_default_thread_limiter().total_tokens = max(2, threads * 2)
+    anyio.to_thread.current_default_thread_limiter().total_tokens = max(1, threads)
 
 
 def create_app(settings: Settings | None = None, searcher: Searcher | None = None) -> FastAPI:
@@ -29,13 +30,15 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        _limit_threadpool(settings.effective_threads())
         own = app.state.searcher is None
         if own:
             app.state.searcher = Searcher(
                 settings.index_dir, device=settings.device, threads=settings.effective_threads(), reload_interval=settings.reload_interval
             )
             _ = app.state.searcher.encoder  # load the model now, not on the first request
+        # after the model load (which sizes torch's pool for batch work): one thread per request, as
+        # many concurrent requests as cores, so a query never spins more threads than there are cores
+        _limit_threadpool(configure_serving(settings.threads).request_threads)
         log.info("serving %s", settings.index_dir)
         try:
             yield

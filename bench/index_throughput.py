@@ -2,7 +2,7 @@
 
     python -m bench.index_throughput --size smoke|full [--json out.json] [--work-dir DIR]
 
-Generates N photo-like 1000x750 JPEGs (and a 10N folder for the memory check), then measures:
+Generates N photo-like 1000x750 JPEGs (and a 10N folder for the memory check; 3N at smoke size), then measures:
 
 * baseline: a plain loop in a fresh process that opens each image and calls the model's public
   ``encode_images`` on it alone (fp32, torch defaults), over the first ``baseline_images`` files;
@@ -25,7 +25,7 @@ from bench.photos import photo_folder
 
 SIZES = {
     # n: images in the timed folder; big: images in the memory-growth folder; baseline: plain-loop images
-    "smoke": {"n": 64, "big": 256, "baseline": 24},
+    "smoke": {"n": 64, "big": 192, "baseline": 24},
     "full": {"n": 2000, "big": 20000, "baseline": 300},
 }
 

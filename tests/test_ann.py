@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -135,3 +137,34 @@ def test_pq_index_is_small_and_still_finds_most_neighbours(mixture):
     index, tuning = ann.build_and_tune(DIM, ann.choose_factory("ivfpq", n, DIM, 0), ann.array_batches(ids, vectors), n, target=0.75)
     assert ann.index_bytes(index) < 0.5 * ann.raw_bytes(n, DIM)  # ids (8 bytes each) weigh a lot at 64 dimensions
     assert tuning.met and tuning.recall >= 0.75
+
+
+def test_cli_index_type_is_kept_and_reported(tmp_path):
+    from click.testing import CliRunner
+
+    from conftest import make_corpus
+    from mmsearch.cli import main
+    from mmsearch.encoders import TEST_MODEL
+
+    def invoke(*args):
+        return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    root, idx = tmp_path / "c", tmp_path / "idx"
+    files = make_corpus(root)
+    result = invoke("index", root, "--index-dir", idx, "--model", TEST_MODEL, "--workers", "0", "--index-type", "hnsw",
+                    "--recall-target", "0.9")
+    assert result.exit_code == 0, result.output
+    facts = json.loads(invoke("info", "--index-dir", idx, "--json").output)
+    assert facts["index_type"] == "hnsw" and facts["recall_target"] == 0.9
+    assert facts["index_factory"]["image"] == "HNSW32,Flat"
+
+    files["img2"].unlink()  # a delete from an index type that cannot remove: rebuilt from the store
+    result = invoke("index", root, "--index-dir", idx)
+    assert result.exit_code == 0 and "1 removed" in result.output
+    facts = json.loads(invoke("info", "--index-dir", idx, "--json").output)
+    assert facts["index_type"] == "hnsw" and facts["counts"]["image"] == 5 and facts["vectors_up_to_date"]
+    hits = json.loads(invoke("search", "--image", files["img0"], "-k", "10", "--index-dir", idx, "--json").output)["hits"]
+    assert len(hits) == 5 and all("img2" not in h["path"] for h in hits)
+
+    result = invoke("index", root, "--index-dir", idx, "--index-type", "IVF-nonsense")
+    assert result.exit_code == 1 and "neither one of" in result.output

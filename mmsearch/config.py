@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     # Below this many vectors an index type of "auto" searches exactly (FAISS Flat); above, approximately.
     ann_threshold: int = Field(50_000, ge=0)
+    # Serve the vector index memory-mapped (pages load on demand and are shared between processes).
+    mmap_index: bool = False
     # Decoded pixels above this are refused (decompression bombs); large images are downscaled while decoding.
     max_image_pixels: int = Field(90_000_000, ge=1)
     host: str = "127.0.0.1"

@@ -83,11 +83,12 @@ def test_tuned_ann_meets_recall_on_held_out_queries_and_forgets_deletes(tmp_path
     finally:
         searcher.close()
 
-    reopened = Searcher(path, reload_interval=0)
-    try:  # a reopened index answers exactly as the one that was written
-        assert [[h.id for h in row] for row in reopened.search_vectors(queries[:20], "image", 10)] == before
-    finally:
-        reopened.close()
+    for mmap in (False, True):
+        reopened = Searcher(path, reload_interval=0, mmap=mmap)
+        try:  # a reopened (or memory-mapped) index answers exactly as the one that was written
+            assert [[h.id for h in row] for row in reopened.search_vectors(queries[:20], "image", 10)] == before
+        finally:
+            reopened.close()
 
     # delete 500 items, among them the nearest neighbours of the probe queries
     gone = set(np.unique(np.array(before)[:, :3]).tolist()) | set(range(1, 501))

@@ -33,7 +33,8 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
         own = app.state.searcher is None
         if own:
             app.state.searcher = Searcher(
-                settings.index_dir, device=settings.device, threads=settings.effective_threads(), reload_interval=settings.reload_interval
+                settings.index_dir, device=settings.device, threads=settings.effective_threads(), reload_interval=settings.reload_interval,
+                mmap=settings.mmap_index,
             )
             _ = app.state.searcher.encoder  # load the model now, not on the first request
         # after the model load (which sizes torch's pool for batch work): one thread per request, as

@@ -76,8 +76,9 @@ def run_index(folder: Path, index_dir: Path, count: int, env: dict) -> dict:
     }
 
 
-def run(size: str, work_dir: Path) -> dict:
-    spec = SIZES[size]
+def run(size: str, work_dir: Path, n: int | None = None, big: int | None = None) -> dict:
+    spec = dict(SIZES[size])
+    spec.update({k: v for k, v in (("n", n), ("big", big)) if v})
     env = _env(work_dir / "cache")
     small = photo_folder(work_dir / f"photos-{spec['n']}", spec["n"])
     big = photo_folder(work_dir / f"photos-{spec['big']}", spec["big"])
@@ -112,13 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", choices=sorted(SIZES), default="smoke")
     parser.add_argument("--work-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "mmsearch-bench")
     parser.add_argument("--json", type=Path, default=None, help="Also write the JSON result here.")
+    parser.add_argument("--n", type=int, default=None, help="Override the timed folder's image count.")
+    parser.add_argument("--big", type=int, default=None, help="Override the memory-check folder's image count.")
     parser.add_argument("--plain-loop", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--limit", type=int, default=100, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.plain_loop is not None:
         print(json.dumps(plain_loop(args.plain_loop, args.limit)))
         return 0
-    emit_json(run(args.size, args.work_dir), args.json)
+    emit_json(run(args.size, args.work_dir, args.n, args.big), args.json)
     return 0
 
 

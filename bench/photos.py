@@ -6,6 +6,7 @@ random pixels (which JPEG cannot compress) or flat colour (which it compresses t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -51,13 +52,19 @@ def make_photo(seed: int, size: tuple[int, int] = PHOTO_SIZE) -> Image.Image:
 
 
 def photo_folder(root: Path, count: int, size: tuple[int, int] = PHOTO_SIZE) -> Path:
-    """``root`` holding photo_00000.jpg ... (quality 90); files already there are kept (regeneration
-    would give the same bytes anyway), so a second run of a benchmark reuses the folder."""
+    """``root`` holding photo_000000.jpg ... (quality 90). Photos are generated once into a pool beside
+    ``root`` and hard-linked in, so folders of several sizes share files and a second run of a
+    benchmark generates nothing (regenerating would give the same bytes anyway)."""
+    pool = root.parent / "photo-pool"
+    pool.mkdir(parents=True, exist_ok=True)
     root.mkdir(parents=True, exist_ok=True)
     for i in range(count):
-        path = root / f"photo_{i:06d}.jpg"
-        if not path.exists():
-            tmp = path.with_suffix(".tmp")
+        name = f"photo_{i:06d}.jpg"
+        source = pool / name
+        if not source.exists():
+            tmp = source.with_suffix(".tmp")
             make_photo(i, size).save(tmp, format="JPEG", quality=90)
-            tmp.replace(path)
+            tmp.replace(source)
+        if not (root / name).exists():
+            os.link(source, root / name)
     return root

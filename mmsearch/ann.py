@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import faiss
 import numpy as np
@@ -109,7 +109,7 @@ def _base(index: faiss.Index) -> faiss.Index:
 
 def set_search_params(vindex: VectorIndex, params: dict[str, int]) -> None:
     """Apply {'efSearch': n} (HNSW) or {'nprobe': n} (IVF) to the index; unknown knobs are ignored."""
-    base = _base(vindex._index)
+    base = _base(vindex.native)
     if "efSearch" in params and hasattr(base, "hnsw"):
         base.hnsw.efSearch = int(params["efSearch"])
     if "nprobe" in params:
@@ -125,7 +125,7 @@ def _candidates(vindex: VectorIndex, factory: str, k: int) -> list[dict[str, int
     if kind == "hnsw":
         return [{"efSearch": ef} for ef in EF_CANDIDATES if ef >= k]
     if kind == "ivf":
-        nlist = faiss.extract_index_ivf(_base(vindex._index)).nlist
+        nlist = faiss.extract_index_ivf(_base(vindex.native)).nlist
         values, v = [], 1
         while v < nlist:
             values.append(v)
@@ -158,7 +158,7 @@ def build_index(dim: int, factory: str, batches: Batches, n: int, *, seed: int =
     if need:
         sample = _sample(batches, n, need, seed)
         started = time.monotonic()
-        index._index.train(np.ascontiguousarray(sample, dtype=np.float32))
+        index.native.train(np.ascontiguousarray(sample, dtype=np.float32))
         log.info("trained %s on %d vectors in %.1fs", factory, len(sample), time.monotonic() - started)
     for ids, vecs in batches():
         index.add(ids, vecs)
@@ -277,15 +277,12 @@ def tune_index(index: VectorIndex, batches: Batches, target: float = DEFAULT_REC
 
 def index_bytes(vindex: VectorIndex) -> int:
     """Serialized size of an index: what it costs on disk and, loaded, in memory."""
-    return int(faiss.serialize_index(vindex._index).size)
+    return int(faiss.serialize_index(vindex.native).size)
 
 
 def raw_bytes(n: int, dim: int) -> int:
     return n * dim * 4
 
-
-def factories_for(types: Iterable[str], n: int, dim: int) -> dict[str, str]:
-    return {t: choose_factory(t, n, dim, flat_threshold=0) for t in types}
 
 
 # --- keeping an index directory's vector indexes right as the collection changes ---

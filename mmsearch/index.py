@@ -32,6 +32,11 @@ class VectorIndex:
         self.needs_rebuild = False
 
     @property
+    def native(self) -> faiss.Index:
+        """The FAISS index itself, for tuning its search parameters (mmsearch.ann)."""
+        return self._index
+
+    @property
     def supports_remove(self) -> bool:
         base = faiss.downcast_index(self._index.index) if isinstance(self._index, faiss.IndexIDMap2) else self._index
         return not isinstance(base, faiss.IndexHNSW)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from bench.photos import make_photo
 from indexer.fastpath import split_transform

@@ -6,8 +6,10 @@ cores; they then time-slice, spin in OpenMP barriers and every request gets slow
 give each pool its share so the total matches the cores:
 
 * indexing: decode workers are separate processes (single-threaded each); the model gets the cores;
-* serving: each concurrent request runs its model call and its FAISS search on one thread, and at
-  most ``cores`` requests compute at once, so a query never spins more threads than there are cores.
+* serving: model calls are batched on one worker thread (mmsearch.batching) that gets the cores;
+  each request's FAISS search runs on one thread. Request threads mostly wait for their batch, so
+  there are several per core, enough for concurrent queries to meet in one batch; a query never
+  spins more threads than there are cores.
 """
 
 from __future__ import annotations
@@ -44,10 +46,14 @@ def _apply(plan: ThreadPlan) -> ThreadPlan:
     return plan
 
 
+REQUESTS_PER_CORE = 8
+
+
 def configure_serving(threads: int = 0) -> ThreadPlan:
-    """One thread per request for torch and FAISS, and as many concurrent requests as cores."""
+    """All cores for the one batched model call at a time, one FAISS thread per request, and
+    REQUESTS_PER_CORE request threads per core (they wait on the batch, not compute)."""
     cores = threads or available_cores()
-    return _apply(ThreadPlan(torch_threads=1, faiss_threads=1, request_threads=cores))
+    return _apply(ThreadPlan(torch_threads=cores, faiss_threads=1, request_threads=REQUESTS_PER_CORE * cores))
 
 
 def configure_batch(threads: int = 0) -> ThreadPlan:

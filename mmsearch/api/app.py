@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from mmsearch import __version__
 from mmsearch.api.errors import install_error_handlers
 from mmsearch.api.routes import router
+from mmsearch.batching import BatchingEncoder
 from mmsearch.config import Settings, get_settings
 from mmsearch.search import Searcher
 from mmsearch.threads import configure_serving
@@ -36,15 +37,16 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
                 settings.index_dir, device=settings.device, threads=settings.effective_threads(), reload_interval=settings.reload_interval,
                 mmap=settings.mmap_index,
             )
-            _ = app.state.searcher.encoder  # load the model now, not on the first request
-        # after the model load (which sizes torch's pool for batch work): one thread per request, as
-        # many concurrent requests as cores, so a query never spins more threads than there are cores
+            # load the model now, not on the first request; concurrent queries share batched model calls
+            app.state.searcher.wrap_encoder(BatchingEncoder)
+        # after the model load (which sizes torch's pool for batch work), see mmsearch.threads
         _limit_threadpool(configure_serving(settings.threads).request_threads)
         log.info("serving %s", settings.index_dir)
         try:
             yield
         finally:
             if own:
+                app.state.searcher.encoder.close()
                 app.state.searcher.close()
 
     app = FastAPI(title="mmsearch", version=__version__, lifespan=lifespan,

@@ -82,14 +82,14 @@ class BatchingEncoder:
             if first is _STOP:
                 return
             jobs = self._take_batch(first)
-            for kind, encode in (("text", self.inner.encode_texts), ("image", self.inner.encode_images)):
-                self._embed([j for j in jobs if j[0] == kind], encode)
+            for kind in ("text", "image"):
+                self._embed(kind, [j for j in jobs if j[0] == kind])
 
-    @staticmethod
-    def _embed(jobs: list, encode) -> None:
+    def _embed(self, kind: str, jobs: list) -> None:
         if not jobs:
             return
         try:
+            encode = self.inner.encode_texts if kind == "text" else self.inner.encode_images
             vectors = encode([item for _, items, _ in jobs for item in items])
         except Exception as exc:  # every caller in the batch gets the error, the worker lives on
             for _, _, future in jobs:

@@ -40,8 +40,10 @@ def _apply(plan: ThreadPlan) -> ThreadPlan:
     import faiss
     import torch
 
-    torch.set_num_threads(plan.torch_threads)
+    # torch and FAISS may share one OpenMP runtime, whose thread count is per calling thread: FAISS
+    # first, then torch, so torch's own pool ends up with its number on this thread.
     faiss.omp_set_num_threads(plan.faiss_threads)
+    torch.set_num_threads(plan.torch_threads)
     log.debug("threads: %s", plan)
     return plan
 

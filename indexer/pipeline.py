@@ -19,9 +19,11 @@ from typing import Callable
 
 from tqdm import tqdm
 
+from indexer.fastpath import split_transform
 from indexer.loader import decode_batches
 from indexer.sources import ScanResult, SourceItem, scan
 from indexer.writer import IndexWriter
+from mmsearch.ann import DEFAULT_FLAT_THRESHOLD, AnnOptions, choose_factory
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import ModelMismatchError
 from mmsearch.indexdir import IndexDir
@@ -121,10 +123,19 @@ def index_source(
     max_pixels: int = 90_000_000,
     progress: bool | None = None,
     catalogue: bool = False,
+    index_type: str | None = None,
+    recall_target: float | None = None,
+    flat_threshold: int | None = None,
 ) -> IndexReport:
     """Index ``source`` into ``index_dir``. ``encoder_factory(spec)`` loads the model only if needed.
 
-    ``catalogue`` reads the manifest(s) as product catalogues even without sku + title columns."""
+    ``catalogue`` reads the manifest(s) as product catalogues even without sku + title columns.
+    ``index_type``/``recall_target`` change the index's vector index choice (kept for later runs);
+    ``flat_threshold`` is the count below which ``auto`` keeps exact search (see mmsearch.ann)."""
+    ann_options = AnnOptions(
+        index_type or "auto", recall_target or 0.95, DEFAULT_FLAT_THRESHOLD if flat_threshold is None else flat_threshold
+    ).check()
+    explicit = (index_type is not None, recall_target is not None)
     started = time.monotonic()
     idx = IndexDir(index_dir)
     with idx.write_lock():
@@ -140,12 +151,24 @@ def index_source(
             manifest, spec = None, model_spec or default_model
         store = idx.open_store()
         try:
-            return _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started, catalogue)
+            return _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started,
+                        catalogue, ann_options, explicit)
         finally:
             store.close()
 
 
-def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started, catalogue) -> IndexReport:
+def _apply_ann_options(manifest, options: AnnOptions, explicit: tuple[bool, bool]) -> AnnOptions:
+    """Options given on this run are kept in the manifest; otherwise the manifest's own apply."""
+    if explicit[0]:
+        choose_factory(options.index_type, 0, manifest.dim)  # an unknown type fails before anything is embedded
+        manifest.index_type = options.index_type
+    if explicit[1]:
+        manifest.recall_target = options.recall_target
+    return AnnOptions(manifest.index_type, manifest.recall_target, options.flat_threshold).check()
+
+
+def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started,
+         catalogue, ann_options, explicit) -> IndexReport:
     existing = {r.key: r for r in store.all_items()}
 
     def known_hash(key: str, size: int, mtime: float) -> str | None:
@@ -163,7 +186,7 @@ def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, worker
     elif encoder is not None:
         IndexDir.check_model(manifest, encoder.model_id)
     run_id = store.start_run(report.source)
-    writer = IndexWriter(idx, manifest, store)
+    writer = IndexWriter(idx, manifest, store, _apply_ann_options(manifest, ann_options, explicit))
 
     writer.update(plan.moves)
     writer.update(plan.updates)
@@ -180,13 +203,15 @@ def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, worker
             _count(report, chunk)
             bar.update(len(chunk))
         broken: list[ItemRecord] = []
+        stages = split_transform(encoder.image_transform) if images else None
         for batch in decode_batches(
-            [item.path for item, _ in images], encoder.image_transform if images else None,
-            batch_size=batch_size, workers=workers, max_pixels=max_pixels, target_size=DRAFT_SIZE,
+            [item.path for item, _ in images], stages.worker if stages else None,
+            batch_size=batch_size, workers=workers, max_pixels=max_pixels, target_size=_draft_size(encoder),
+            pin_memory=getattr(encoder, "device", "cpu") == "cuda",
         ):
             chunk = [images[p] for p in batch.positions]
             if chunk:
-                vectors = encoder.encode_image_tensors(batch.pixels)
+                vectors = encoder.encode_image_tensors(stages.finish(batch.pixels))
                 writer.add([_new_item(item, item_id) for item, item_id in chunk], vectors)
                 _count(report, chunk)
             for position, reason in batch.failures:
@@ -205,6 +230,12 @@ def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, worker
     store.finish_run(run_id, report.summary())
     log.info("indexed %s: %s", report.source, report.summary())
     return report
+
+
+def _draft_size(encoder: Encoder | None) -> int:
+    """Decode JPEGs at the smallest DCT scale still at least the model's input size (4-8x less work
+    for camera photos); models that do not say their input size get the conservative default."""
+    return getattr(encoder, "input_size", None) or DRAFT_SIZE
 
 
 def _count(report: IndexReport, chunk: list[tuple[SourceItem, int | None]]) -> None:

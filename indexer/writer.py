@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from mmsearch.ann import AnnOptions, maintain
 from mmsearch.index import VectorIndex
 from mmsearch.indexdir import IndexDir, Manifest
 from mmsearch.store import ItemRecord, NewItem, Store
@@ -21,8 +22,9 @@ log = logging.getLogger(__name__)
 
 
 class IndexWriter:
-    def __init__(self, index_dir: IndexDir, manifest: Manifest, store: Store) -> None:
+    def __init__(self, index_dir: IndexDir, manifest: Manifest, store: Store, ann_options: AnnOptions | None = None) -> None:
         self.index_dir, self.manifest, self.store = index_dir, manifest, store
+        self.ann_options = ann_options or AnnOptions(manifest.index_type, manifest.recall_target)
         self.indexes: dict[str, VectorIndex]
         self.indexes, _ = index_dir.load_vectors(manifest, store)
 
@@ -50,6 +52,21 @@ class IndexWriter:
         for modality in {r.modality for r in records}:
             self.indexes[modality].remove(np.array([r.id for r in records if r.modality == modality], dtype=np.int64))
 
+    def _maintain_indexes(self) -> None:
+        """Switch between exact and approximate search as the collection crosses the threshold, rebuild
+        indexes that hold removed vectors, and re-tune search settings to the recall target."""
+        for modality, index in list(self.indexes.items()):
+            index, tuning = maintain(
+                self.manifest.dim, index, lambda m=modality: self.store.iter_vectors(m), self.ann_options, self.manifest.ann.get(modality)
+            )
+            self.indexes[modality] = index
+            self.manifest.index_factory[modality] = index.factory
+            if tuning is None:
+                self.manifest.ann.pop(modality, None)
+            else:
+                self.manifest.ann[modality] = tuning
+
     def publish(self) -> Manifest:
+        self._maintain_indexes()
         self.manifest = self.index_dir.save_vectors(self.manifest, self.indexes, self.store.generation())
         return self.manifest

@@ -74,18 +74,28 @@ def main(verbose: int) -> None:
 @click.option("--workers", type=int, default=None, help="Image decode worker processes.")
 @device_option
 @click.option("--catalogue", is_flag=True, help="Read the CSV/JSONL as a product catalogue (detected anyway from sku + title columns).")
+@click.option(
+    "--index-type", default=None,
+    help="Vector index: auto (exact below $MMSEARCH_ANN_THRESHOLD vectors, else IVF), flat, hnsw, ivf, ivfpq, sq8, "
+         "or a FAISS index_factory string. Kept for later runs [default: the index's own, else auto].",
+)
+@click.option("--recall-target", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+              help="recall@10 against exact search that approximate search is tuned to keep [default 0.95].")
 def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int | None, workers: int | None, device: str | None,
-          catalogue: bool = False) -> None:
+          catalogue: bool, index_type: str | None, recall_target: float | None) -> None:
     """Index (or update the index of) a folder, a JSONL/CSV manifest, or a product catalogue."""
     from indexer.pipeline import index_source
     from mmsearch.encoders import load_encoder
+    from mmsearch.threads import configure_batch
 
     s = _settings(index_dir=index_dir, batch_size=batch_size, workers=workers, device=device)
+    configure_batch(s.threads)
     report = index_source(
         path, s.index_dir,
-        lambda spec: load_encoder(spec, s.device, s.batch_size, s.effective_threads()),
+        lambda spec: load_encoder(spec, s.device, s.batch_size, s.effective_threads(), s.precision),
         model_spec=model, default_model=s.model, batch_size=s.batch_size, workers=s.workers, max_pixels=s.max_image_pixels,
         catalogue=catalogue,
+        index_type=index_type, recall_target=recall_target, flat_threshold=s.ann_threshold,
     )
     click.echo(
         f"indexed {report.source} -> {report.index_dir} in {report.seconds:.1f}s: "
@@ -123,8 +133,11 @@ def search(text, image_file, queries_file, target, k, index_dir, device, as_json
             searcher.close()
     if given != 1:
         raise InvalidQueryError("give exactly one of TEXT, --image FILE or --queries-file FILE")
+    from mmsearch.threads import configure_batch
+
     s = _settings(index_dir=index_dir, device=device)
     k = min(k, s.max_k)
+    configure_batch(s.threads)
     searcher = Searcher(s.index_dir, device=s.device, threads=s.effective_threads(), reload_interval=0)
     try:
         for query, hits in _run_queries(searcher, text, image_file, queries_file, target, k):

@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     workers: int = Field(default_factory=_default_workers, ge=0, le=64)
     # torch intra-op threads; 0 means "one per core". FAISS/OpenMP follow the same number.
     threads: int = Field(0, ge=0, le=256)
+    # Model arithmetic: auto = bf16 autocast on CPUs with native bf16, fp16 autocast on CUDA, else fp32.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # Below this many vectors an index type of "auto" searches exactly (FAISS Flat); above, approximately.
+    ann_threshold: int = Field(50_000, ge=0)
+    # Serve the vector index memory-mapped (pages load on demand and are shared between processes).
+    mmap_index: bool = False
     # Decoded pixels above this are refused (decompression bombs); large images are downscaled while decoding.
     max_image_pixels: int = Field(90_000_000, ge=1)
     host: str = "127.0.0.1"

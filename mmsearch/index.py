@@ -27,6 +27,19 @@ class VectorIndex:
             base = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
             index = faiss.IndexIDMap2(base)
         self._index = index
+        # Set when ids were removed from an index type that cannot remove (HNSW): the vectors are
+        # still inside, so the index must be rebuilt from the store before anyone searches it.
+        self.needs_rebuild = False
+
+    @property
+    def native(self) -> faiss.Index:
+        """The FAISS index itself, for tuning its search parameters (mmsearch.ann)."""
+        return self._index
+
+    @property
+    def supports_remove(self) -> bool:
+        base = faiss.downcast_index(self._index.index) if isinstance(self._index, faiss.IndexIDMap2) else self._index
+        return not isinstance(base, faiss.IndexHNSW)
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -43,6 +56,9 @@ class VectorIndex:
     def remove(self, ids: np.ndarray) -> int:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if len(ids) == 0:
+            return 0
+        if not self.supports_remove:
+            self.needs_rebuild = True
             return 0
         return int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
 

@@ -49,6 +49,11 @@ class Manifest(BaseModel):
     # sha256 of each vector file, by file name: a damaged or truncated file is refused, naming the file
     checksums: dict[str, str] = Field(default_factory=dict)
     index_factory: dict[str, str] = Field(default_factory=lambda: {m: DEFAULT_FACTORY for m in MODALITIES})
+    # What the user asked for (auto|flat|hnsw|ivf|ivfpq|sq8|factory string) and the recall it must keep;
+    # ``ann`` holds, per modality, the tuned search setting and the recall it reached (see mmsearch.ann).
+    index_type: str = "auto"
+    recall_target: float = 0.95
+    ann: dict[str, dict] = Field(default_factory=dict)
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
 
@@ -136,11 +141,13 @@ class IndexDir:
         return self.rebuild_vectors(manifest, store), generation
 
     def rebuild_vectors(self, manifest: Manifest, store: Store) -> dict[str, VectorIndex]:
+        from mmsearch import ann
+
         indexes = {}
         for modality in MODALITIES:
-            index = VectorIndex(manifest.dim, manifest.index_factory.get(modality, DEFAULT_FACTORY))
-            for ids, vecs in store.iter_vectors(modality):
-                index.add(ids, vecs)
+            factory = manifest.index_factory.get(modality, DEFAULT_FACTORY)
+            index = ann.build_index(manifest.dim, factory, lambda m=modality: store.iter_vectors(m), store.count(modality))
+            ann.set_search_params(index, manifest.ann.get(modality, {}).get("params", {}))
             indexes[modality] = index
         return indexes
 
@@ -203,6 +210,10 @@ def describe(path: Path) -> dict:
             "dim": manifest.dim,
             "counts": {m: store.count(m) for m in MODALITIES},
             "index_factory": manifest.index_factory,
+            "index_type": manifest.index_type,
+            "recall_target": manifest.recall_target,
+            "search_params": {m: t.get("params", {}) for m, t in manifest.ann.items()},
+            "tuned_recall": {m: round(t.get("recall", 0.0), 4) for m, t in manifest.ann.items()},
             "generation": store.generation(),
             "vectors_up_to_date": manifest.generation == store.generation(),
             "last_run": store.last_run(),

@@ -104,6 +104,11 @@ class Searcher:
                     self._encoder = encoder
         return self._encoder
 
+    def wrap_encoder(self, wrap) -> None:
+        """Put ``wrap(encoder)`` in front of the model (e.g. the server's micro-batching front),
+        loading the model first if needed."""
+        self._encoder = wrap(self.encoder)
+
     def maybe_reload(self, force: bool = False) -> bool:
         """Swap in a newer index version if an index run wrote one. Cheap: one small SQL read."""
         now = time.monotonic()

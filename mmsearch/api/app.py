@@ -12,8 +12,10 @@ from mmsearch.api.errors import install_error_handlers
 from mmsearch.api.routes import router
 from mmsearch.api.routes_shop import install_shop
 from mmsearch.api.security import install_security
+from mmsearch.batching import BatchingEncoder
 from mmsearch.config import Settings, get_settings
 from mmsearch.search import Searcher
+from mmsearch.threads import configure_serving
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +24,7 @@ def _limit_threadpool(threads: int) -> None:
     """Cap concurrent blocking handlers so they do not outnumber the cores torch and FAISS use."""
     import anyio.to_thread
 
-    anyio.to_thread.current_default_thread_limiter().total_tokens = max(2, threads * 2)
+    anyio.to_thread.current_default_thread_limiter().total_tokens = max(1, threads)
 
 
 def create_app(settings: Settings | None = None, searcher: Searcher | None = None) -> FastAPI:
@@ -31,18 +33,22 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        _limit_threadpool(settings.effective_threads())
         own = app.state.searcher is None
         if own:
             app.state.searcher = Searcher(
-                settings.index_dir, device=settings.device, threads=settings.effective_threads(), reload_interval=settings.reload_interval
+                settings.index_dir, device=settings.device, threads=settings.effective_threads(), reload_interval=settings.reload_interval,
+                mmap=settings.mmap_index,
             )
-            _ = app.state.searcher.encoder  # load the model now, not on the first request
+            # load the model now, not on the first request; concurrent queries share batched model calls
+            app.state.searcher.wrap_encoder(BatchingEncoder)
+        # after the model load (which sizes torch's pool for batch work), see mmsearch.threads
+        _limit_threadpool(configure_serving(settings.threads).request_threads)
         log.info("serving %s", settings.index_dir)
         try:
             yield
         finally:
             if own:
+                app.state.searcher.encoder.close()
                 app.state.searcher.close()
 
     app = FastAPI(title="mmsearch", version=__version__, lifespan=lifespan,

@@ -102,8 +102,11 @@ def _build_lite(weights: str | None):
     return load_lite(path)
 
 
-def load_encoder(spec: str, device: str = "auto", batch_size: int = 64, threads: int = 0) -> TorchDualEncoder:
-    """Build the encoder a spec names. ``threads`` caps torch's intra-op pool (0 = leave as is)."""
+def load_encoder(
+    spec: str, device: str = "auto", batch_size: int = 64, threads: int = 0, precision: str | None = None
+) -> TorchDualEncoder:
+    """Build the encoder a spec names. ``threads`` caps torch's intra-op pool (0 = leave as is);
+    ``precision`` is auto|fp32|bf16|fp16 (None = the MMSEARCH_PRECISION setting)."""
     from mmsearch.encoders.lite import LITE_NAME
 
     if threads:
@@ -116,4 +119,10 @@ def load_encoder(spec: str, device: str = "auto", batch_size: int = 64, threads:
     else:
         model, preprocess, tokenizer, model_id = _build_open_clip(spec, arch, pretrained)
     log.info("model %s (%s) on %s", spec, model_id, device)
-    return TorchDualEncoder(model, preprocess, tokenizer, spec=spec, model_id=model_id, device=device, batch_size=batch_size)
+    if precision is None:
+        from mmsearch.config import get_settings
+
+        precision = get_settings().precision
+    return TorchDualEncoder(
+        model, preprocess, tokenizer, spec=spec, model_id=model_id, device=device, batch_size=batch_size, precision=precision
+    )

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from mmsearch.encoders.base import l2_normalise
+from mmsearch.encoders.precision import autocast, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,13 @@ class TorchDualEncoder:
         model_id: str,
         device: str = "cpu",
         batch_size: int = 64,
+        precision: str = "fp32",
     ) -> None:
         self.spec = spec
         self.model_id = model_id
         self.device = device
         self.batch_size = batch_size
+        self.precision = resolve_precision(precision, device)
         self._preprocess = preprocess
         self._tokenizer = tokenizer
         self.model = model.to(device).eval()
@@ -63,10 +66,20 @@ class TorchDualEncoder:
     def image_transform(self) -> Callable[[Image.Image], torch.Tensor]:
         return self._preprocess
 
+    @property
+    def input_size(self) -> int | None:
+        """The pixel size the preprocessing resizes to (so decoders can stop at that scale), if known."""
+        sizes = []
+        for step in getattr(self._preprocess, "transforms", ()):
+            size = getattr(step, "size", None)
+            if isinstance(size, int):
+                sizes.append(size)
+            elif isinstance(size, (tuple, list)) and size and all(isinstance(v, int) for v in size):
+                sizes.append(max(size))
+        return max(sizes) if sizes else None
+
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.device == "cuda":
-            return torch.autocast("cuda", dtype=torch.float16)
-        return contextlib.nullcontext()
+        return autocast(self.precision, self.device)
 
     def encode_image_tensors(self, batch: torch.Tensor) -> np.ndarray:
         outs = []

@@ -110,18 +110,16 @@ class LiteFeatureCache:
 
     # --- texts ---
     def text_features(self, texts: Sequence[str]) -> np.ndarray:
-        """MiniLM embeddings; texts are run shortest first and padding columns that no text in a chunk
-        uses are cut (the mean pooler ignores padding), which makes short captions several times cheaper."""
+        """MiniLM embeddings; texts run shortest first so that each chunk's padding can be cut (the mean
+        pooler ignores padding), which makes short captions several times cheaper."""
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         ordered = [texts[i] for i in order]
         keys = [text_key(t) for t in ordered]
-        pad_id = self.model.text.config.pad_token_id
 
         def compute(positions: list[int]) -> np.ndarray:
             tokens = self.tokenizer([ordered[p] for p in positions])
-            used = int((tokens != pad_id).any(dim=0).nonzero().max()) + 1 if tokens.numel() else tokens.shape[1]
-            with torch.inference_mode():
-                return self.model.text_features(tokens[:, :used].to(self.device)).float().cpu().numpy()
+            with torch.inference_mode():  # text_features cuts the padding columns no text in the chunk uses
+                return self.model.text_features(tokens.to(self.device)).float().cpu().numpy()
 
         feats = self.texts.fill(keys, compute, chunk=128, label="texts").astype(np.float32)
         out = np.empty_like(feats)

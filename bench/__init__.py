@@ -1,0 +1,1 @@
+"""Benchmarks: each prints a table and JSON, every figure beside a baseline measured in the same run."""

@@ -1,0 +1,163 @@
+"""`mmsearch serve` under concurrent load: text-query latency and throughput over a large index.
+
+    python -m bench.serve_load --size smoke|full [--clients 16] [--json out.json]
+
+Builds an index of synthetic items (bench/synthetic_index.py: written through the store and the
+writer, vectors from the embedding-like mixture at the default model's width; 1M items full, 10k
+smoke), starts `python -m mmsearch serve` on 127.0.0.1 at a free port, then sends text queries from
+N concurrent clients on loopback only, bounded in count and time. The baseline from the same run is
+one client sending the same queries one after another. The server is stopped by this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from bench.common import REPO, emit_json, machine, print_table, python
+from bench.synthetic_index import WORDS, build_synthetic_index
+from bench.vectors import Mixture, default_model_dim
+from mmsearch.ann import AnnOptions
+
+SIZES = {"smoke": {"n": 10_000, "requests": 160, "baseline_requests": 40},
+         "full": {"n": 1_000_000, "requests": 4000, "baseline_requests": 300}}
+MAX_SECONDS = 600  # every load phase stops after this long, whatever is left
+
+
+def lite_model_id() -> str:
+    """The id mmsearch-lite reports, without loading the model (same rule as encoders/lite.load_lite)."""
+    from mmsearch.encoders.lite import DEFAULT_WEIGHTS, LITE_NAME, file_digest
+
+    return f"{LITE_NAME}@{file_digest(DEFAULT_WEIGHTS)[:12]}" if DEFAULT_WEIGHTS.exists() else f"{LITE_NAME}@bridge-only"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def queries(count: int, seed: int = 5) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [f"a {rng.choice(WORDS)} {rng.choice(WORDS)} near the {rng.choice(WORDS)}" for _ in range(count)]
+
+
+def build_index(path: Path, n: int) -> dict:
+    dim = default_model_dim()
+    mixture = Mixture(dim, clusters=min(1024, max(64, n // 1000)), seed=7)
+    return build_synthetic_index(path, dim, mixture.batches(n, seed=1), model_spec="mmsearch-lite", model_id=lite_model_id(),
+                                 options=AnnOptions())
+
+
+def start_server(index_dir: Path, port: int, env: dict) -> subprocess.Popen:
+    args = [python(), "-m", "mmsearch", "serve", "--index-dir", str(index_dir), "--host", "127.0.0.1", "--port", str(port)]
+    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{proc.stderr.read()[-3000:]}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("server did not become ready in time")
+
+
+async def load(base: str, texts: list[str], clients: int) -> dict:
+    """``clients`` concurrent clients share the query list; -> latency percentiles, requests/s, errors."""
+    latencies: list[float] = []
+    errors = 0
+    pending = list(reversed(texts))
+    deadline = time.monotonic() + MAX_SECONDS
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while pending and time.monotonic() < deadline:
+            text = pending.pop()
+            started = time.perf_counter()
+            response = await http.post(f"{base}/v1/search", json={"text": text, "k": 10, "target": "image"})
+            latencies.append(1000 * (time.perf_counter() - started))
+            if response.status_code != 200 or not response.json()["hits"]:
+                errors += 1
+
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        await http.post(f"{base}/v1/search", json={"text": "warm up", "k": 10})
+        started = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+        seconds = time.perf_counter() - started
+    a = np.asarray(latencies)
+    return {"clients": clients, "requests": len(a), "errors": errors, "seconds": round(seconds, 2),
+            "requests_per_s": round(len(a) / seconds, 1), "p50_ms": round(float(np.percentile(a, 50)), 1),
+            "p99_ms": round(float(np.percentile(a, 99)), 1)}
+
+
+def run(size: str, clients: int, work_dir: Path) -> dict:
+    spec = SIZES[size]
+    index_dir = work_dir / f"serve-index-{spec['n']}"
+    built = None
+    if not (index_dir / "manifest.json").exists():
+        shutil.rmtree(index_dir, ignore_errors=True)
+        built = build_index(index_dir, spec["n"])
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.setdefault("MMSEARCH_CACHE_DIR", str(work_dir / "cache"))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = start_server(index_dir, port, env)
+    try:
+        wait_ready(base, proc)
+        info = httpx.get(f"{base}/v1/info", timeout=10).json()
+        sequential = asyncio.run(load(base, queries(spec["baseline_requests"], seed=6), 1))
+        concurrent = asyncio.run(load(base, queries(spec["requests"]), clients))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    result = {
+        "benchmark": "serve_load", "size": size, "items": spec["n"], "machine": machine(), "index": info.get("index_factory"),
+        "build": {k: v for k, v in (built or {}).items() if k != "manifest"},
+        "baseline_1_client": sequential, f"load_{clients}_clients": concurrent,
+        "throughput_ratio": round(concurrent["requests_per_s"] / sequential["requests_per_s"], 2),
+    }
+    print_table(
+        f"text queries against mmsearch serve, {spec['n']} items ({size}; load {result['machine']['loadavg_1_5_15']})",
+        [(f"{clients} clients", concurrent["p50_ms"], concurrent["p99_ms"], concurrent["requests_per_s"], concurrent["errors"]),
+         ("1 client (baseline)", sequential["p50_ms"], sequential["p99_ms"], sequential["requests_per_s"], sequential["errors"])],
+        ("load", "p50 ms", "p99 ms", "requests/s", "errors"),
+    )
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="smoke")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--work-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "mmsearch-bench")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    emit_json(run(args.size, args.clients, args.work_dir), args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Thread counts for torch, FAISS/OpenMP and the HTTP threadpool, decided in one place.
+
+A process that runs several thread pools side by side (torch intra-op, FAISS's OpenMP, DataLoader
+workers, the server's request threads) easily asks for many more runnable threads than there are
+cores; they then time-slice, spin in OpenMP barriers and every request gets slower. These functions
+give each pool its share so the total matches the cores:
+
+* indexing: decode workers are separate processes (single-threaded each); the model gets the cores;
+* serving: model calls are batched on one worker thread (mmsearch.batching) that gets the cores;
+  each request's FAISS search runs on one thread. Request threads mostly wait for their batch, so
+  there are several per core, enough for concurrent queries to meet in one batch; a query never
+  spins more threads than there are cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+def available_cores() -> int:
+    """Cores this process may run on (respects taskset/cgroup CPU affinity where the OS reports it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    torch_threads: int  # intra-op threads of one model call
+    faiss_threads: int  # OpenMP threads of one FAISS call
+    request_threads: int  # concurrent blocking request handlers (serving only; 0 when not serving)
+
+
+def _apply(plan: ThreadPlan) -> ThreadPlan:
+    import faiss
+    import torch
+
+    # torch and FAISS may share one OpenMP runtime, whose thread count is per calling thread: FAISS
+    # first, then torch, so torch's own pool ends up with its number on this thread.
+    faiss.omp_set_num_threads(plan.faiss_threads)
+    torch.set_num_threads(plan.torch_threads)
+    log.debug("threads: %s", plan)
+    return plan
+
+
+REQUESTS_PER_CORE = 8
+
+
+def configure_serving(threads: int = 0) -> ThreadPlan:
+    """All cores for the one batched model call at a time, one FAISS thread per request, and
+    REQUESTS_PER_CORE request threads per core (they wait on the batch, not compute)."""
+    cores = threads or available_cores()
+    return _apply(ThreadPlan(torch_threads=cores, faiss_threads=1, request_threads=REQUESTS_PER_CORE * cores))
+
+
+def configure_batch(threads: int = 0) -> ThreadPlan:
+    """Indexing and CLI search: one batch at a time, so each model or FAISS call gets all the cores.
+
+    Decode workers are separate processes and torch's DataLoader gives each of them one thread."""
+    cores = threads or available_cores()
+    return _apply(ThreadPlan(torch_threads=cores, faiss_threads=cores, request_threads=0))

@@ -1,0 +1,76 @@
+"""Concurrent queries share model calls in the server and each still gets its own embedding."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from bench.photos import make_photo
+from mmsearch.batching import BatchingEncoder
+
+
+class CountingEncoder:
+    """Delegates to the tiny model, counting model calls and making each one slow enough to overlap."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.calls, self.dim = inner, 0, inner.dim
+        self.gate = threading.Event()
+        self.in_first_call = 0
+
+    def encode_texts(self, texts):
+        self.calls += 1
+        if self.calls == 1:
+            self.in_first_call = len(texts)
+        self.gate.wait(5)  # the first call holds until every query is queued
+        return self.inner.encode_texts(texts)
+
+    def encode_images(self, images):
+        self.calls += 1
+        return self.inner.encode_images(images)
+
+
+def test_concurrent_texts_are_batched_and_each_gets_its_own_rows(tiny_encoder):
+    counting = CountingEncoder(tiny_encoder)
+    front = BatchingEncoder(counting)
+    texts = [f"query number {i}" for i in range(12)]
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            futures = [pool.submit(front.encode_texts, [t]) for t in texts]
+            for _ in range(1000):  # until every query is inside the (gated) first call or queued
+                if counting.in_first_call + front._queue.qsize() == len(texts):
+                    break
+                threading.Event().wait(0.01)
+            counting.gate.set()
+            rows = [f.result(timeout=30) for f in futures]
+        assert counting.calls <= 3  # 12 queries, at most a handful of model calls
+        expected = tiny_encoder.encode_texts(texts)
+        np.testing.assert_allclose(np.concatenate(rows), expected, atol=1e-5)
+        image = make_photo(3, (120, 90))
+        np.testing.assert_allclose(front.encode_images([image]), tiny_encoder.encode_images([image]), atol=1e-5)
+        assert front.dim == tiny_encoder.dim  # everything else is read through to the wrapped encoder
+    finally:
+        front.close()
+
+
+def test_a_failing_batch_fails_its_callers_and_the_worker_survives(tiny_encoder):
+    class Flaky:
+        dim = tiny_encoder.dim
+        fail = True
+
+        def encode_texts(self, texts):
+            if self.fail:
+                self.fail = False
+                raise ValueError("boom")
+            return tiny_encoder.encode_texts(texts)
+
+    front = BatchingEncoder(Flaky())
+    try:
+        with pytest.raises(ValueError, match="boom"):
+            front.encode_texts(["a"])
+        assert front.encode_texts(["b"]).shape == (1, tiny_encoder.dim)
+        assert front.encode_texts([]).shape == (0, tiny_encoder.dim)
+    finally:
+        front.close()

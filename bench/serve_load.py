@@ -37,9 +37,10 @@ MAX_SECONDS = 600  # every load phase stops after this long, whatever is left
 
 def lite_model_id() -> str:
     """The id mmsearch-lite reports, without loading the model (same rule as encoders/lite.load_lite)."""
-    from mmsearch.encoders.lite import DEFAULT_WEIGHTS, LITE_NAME, file_digest
+    from mmsearch.encoders.lite import DEFAULT_WEIGHTS
+    from mmsearch.encoders.lite import lite_model_id as model_id_of
 
-    return f"{LITE_NAME}@{file_digest(DEFAULT_WEIGHTS)[:12]}" if DEFAULT_WEIGHTS.exists() else f"{LITE_NAME}@bridge-only"
+    return model_id_of(DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.exists() else None)
 
 
 def free_port() -> int:

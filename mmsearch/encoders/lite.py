@@ -311,6 +311,12 @@ def write_bridge_only_weights(path: Path) -> Path:
     return save_lite_weights(model, path, {"note": "bridge only (learned_weight 0)"}, half=True)
 
 
+def lite_model_id(weights: Path | None) -> str:
+    """The id an index records for this model: the weights file's content, so retrained weights at the same
+    path are a different model (and an index built with the old ones says so instead of mixing spaces)."""
+    return f"{LITE_NAME}@{sha256_file(weights)[:12]}" if weights is not None else f"{LITE_NAME}@bridge-only"
+
+
 def load_lite(weights: Path | None = None):
     """-> (model, preprocess, tokenizer, model_id). Without a weights file the bridge is computed on the fly."""
     from safetensors import safe_open
@@ -318,7 +324,7 @@ def load_lite(weights: Path | None = None):
     weights = weights if weights is not None else (DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.exists() else None)
     if weights is None:
         model, tokenizer = bridge_only_model()
-        return model, make_preprocess(model.cfg), tokenizer, f"{LITE_NAME}@bridge-only"
+        return model, make_preprocess(model.cfg), tokenizer, lite_model_id(None)
     with safe_open(str(weights), framework="pt") as fh:
         meta = fh.metadata() or {}
         state = {k: fh.get_tensor(k) for k in fh.keys()}
@@ -329,4 +335,4 @@ def load_lite(weights: Path | None = None):
     if missing_from_model:
         raise RuntimeError(f"{weights}: unknown tensors {sorted(missing_from_model)[:5]}")
     model.load_state_dict(state, strict=False)
-    return model, make_preprocess(cfg), make_tokenizer(cfg), f"{LITE_NAME}@{sha256_file(weights)[:12]}"
+    return model, make_preprocess(cfg), make_tokenizer(cfg), lite_model_id(weights)

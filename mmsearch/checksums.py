@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from mmsearch.errors import IndexCorruptError
-
-_BLOCK = 1 << 20
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read a block at a time so memory stays flat for large vector files."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from mmsearch.hashing import sha256_file
 
 
 def check_file(path: Path, expected: str | None) -> None:
@@ -28,7 +17,7 @@ def check_file(path: Path, expected: str | None) -> None:
     """
     if expected is None:
         return
-    actual = file_sha256(path)
+    actual = sha256_file(path)
     if actual != expected:
         raise IndexCorruptError(
             f"index file {path} is corrupt or truncated (checksum mismatch); "

@@ -25,7 +25,8 @@ from typing import Iterator
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import DatabaseError
 
-from mmsearch.checksums import check_file, file_sha256
+from mmsearch.checksums import check_file
+from mmsearch.hashing import sha256_file
 from mmsearch.errors import IndexCorruptError, IndexNotFoundError, ModelMismatchError, MmsearchError
 from mmsearch.index import DEFAULT_FACTORY, VectorIndex
 from mmsearch.store import MODALITIES, Store
@@ -160,7 +161,7 @@ class IndexDir:
             name = f"{modality}.g{generation}.{secrets.token_hex(4)}.faiss"
             index.save(self.path / name)
             files[modality] = name
-            checksums[name] = file_sha256(self.path / name)
+            checksums[name] = sha256_file(self.path / name)
         manifest.vector_files = files
         manifest.checksums = checksums
         manifest.generation = generation

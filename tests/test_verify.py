@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mmsearch.checksums import file_sha256
+from mmsearch.hashing import sha256_file
 from mmsearch.cli import main
 from mmsearch.errors import IndexCorruptError
 from mmsearch.index import VectorIndex
@@ -49,7 +49,7 @@ def test_manifest_records_a_checksum_per_vector_file(indexed):
     manifest = IndexDir(index_dir).read_manifest()
     assert set(manifest.checksums) == set(manifest.vector_files.values())
     for name, digest in manifest.checksums.items():
-        assert file_sha256(index_dir / name) == digest
+        assert sha256_file(index_dir / name) == digest
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "empty"])
@@ -110,7 +110,7 @@ def test_inconsistencies_are_found_and_repaired(indexed, tiny_encoder):
     image_index.remove(np.array([ids[str(files["img4"])]]))
     image_index.add(np.array([8888]), np.ones((1, 64), np.float32) / 8)
     image_index.save(vector_file(index_dir))
-    manifest.checksums[manifest.vector_files["image"]] = file_sha256(vector_file(index_dir))
+    manifest.checksums[manifest.vector_files["image"]] = sha256_file(vector_file(index_dir))
     idx.write_manifest(manifest)
     (index_dir / "image.g1.deadbeef.faiss").write_bytes(b"left over by a killed run")
 

@@ -265,6 +265,8 @@ def verify(ctx, index_dir, repair, device, as_json) -> None:
 @click.option("--unlock-text-top", type=int, default=0, help="With a locked text tower, train its top N layers (open_clip).")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Random crops and colour jitter.")
 @click.option("--flip/--no-flip", default=True, show_default=True, help="Horizontal flips (turn off when left/right or lettering matters).")
+@click.option("--style-augment/--no-style-augment", default=False, show_default=True,
+              help="Art-style changes in augmented views (greyscale, strong colour, posterise, blur, traced outlines): for unseen drawing styles.")
 @click.option("--aug-views", type=int, default=4, show_default=True, help="Augmented views cached per image (mmsearch-lite).")
 @click.option("--templates", default=None, help='Concept templates, e.g. "a picture of {}|an emoji of {}".')
 @click.option("--head-design", type=click.Choice(["residual", "lit", "mlp"]), default="residual", show_default=True,
@@ -276,7 +278,7 @@ def verify(ctx, index_dir, repair, device, as_json) -> None:
 @click.option("--threads", type=int, default=None, help="torch threads [default: $MMSEARCH_THREADS or all cores].")
 @click.option("--seed", type=int, default=0, show_default=True)
 def train(source, val, model, out, epochs, batch_size, lr, lock_image, unlock_image_top, lock_text, unlock_text_top, augment, flip,
-          aug_views, templates, head_design, head_hidden, cache_dir, resume, device, threads, seed) -> None:
+          aug_views, templates, head_design, head_hidden, cache_dir, resume, device, threads, seed, style_augment=False) -> None:
     """Train (or fine-tune) a dual encoder contrastively on a manifest or a captioned folder."""
     from mmsearch.train.augment import AugmentConfig, parse_templates
     from mmsearch.train.options import TrainOptions
@@ -286,7 +288,7 @@ def train(source, val, model, out, epochs, batch_size, lr, lock_image, unlock_im
     opts = TrainOptions(
         source=source, val=val, model=model, out=out, epochs=epochs, batch_size=batch_size, lr=lr, lock_image=lock_image,
         unlock_image_top=unlock_image_top, lock_text=lock_text, unlock_text_top=unlock_text_top,
-        augment=AugmentConfig(enabled=augment, flip=flip), aug_views=aug_views, templates=parse_templates(templates),
+        augment=AugmentConfig(enabled=augment, flip=flip, style=style_augment), aug_views=aug_views, templates=parse_templates(templates),
         head_design=head_design, head_hidden=head_hidden, cache_dir=cache_dir, resume=resume, device=s.device, seed=seed, threads=s.effective_threads(),
     )
     result = run_training(opts, on_epoch=lambda entry: click.echo(entry.line()))

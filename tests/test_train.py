@@ -139,3 +139,36 @@ def test_lite_weights_round_trip_through_load_encoder(shapes, tmp_path):
     assert encoder.model_id.startswith("mmsearch-lite@")
     scores = evaluate(shapes, [f"mmsearch-lite:{out}"], ks=(1, 5), encoder_factory=lambda s: load_encoder(s, "cpu"))
     assert scores["models"][0]["text_to_image"]["R@5"] >= 0.9
+
+
+def test_style_augmentation_is_its_own_recipe_and_leaves_the_plain_one_unchanged():
+    # the plain recipe's key must not move (existing caches stay valid); the style recipe must differ
+    assert AugmentConfig().key() == "f6f6d5dc4165"
+    assert AugmentConfig(style=True).key() != AugmentConfig().key()
+
+
+def test_traced_outlines_draw_dark_lines_on_the_shape_edges_only():
+    from PIL import Image, ImageDraw
+
+    from mmsearch.train.augment import TraceOutlines
+
+    image = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(image).ellipse((16, 16, 48, 48), fill=(250, 200, 0))
+    traced = np.asarray(TraceOutlines(p=1.0)(image).convert("L"))
+    assert (traced < 30).sum() > 40  # an outline appeared
+    assert traced[32, 32] > 100 and traced[2, 2] > 200  # the fill and the background are not blackened
+    assert (traced[:3] > 200).all()  # no frame along the picture border
+
+
+def test_style_views_are_reproducible_normalised_tensors():
+    from PIL import Image
+
+    from mmsearch.train.augment import seeded_view, train_transform
+
+    preprocess = make_preprocess(LiteConfig())
+    transform = train_transform(preprocess, AugmentConfig(style=True))
+    image = Image.new("RGB", (96, 96), "white")
+    image.paste((200, 30, 30), (20, 20, 76, 76))
+    a, b = seeded_view(transform, image, 7), seeded_view(transform, image, 7)
+    assert a.shape == preprocess(image).shape
+    assert torch.equal(a, b)

@@ -75,3 +75,19 @@ def write_catalogue(root: Path, products: list[dict], fmt: str = "csv") -> Path:
             row["images"] = p["refs"]
             fh.write(json.dumps(row) + "\n")
     return path
+
+
+def open_shop(root: Path, encoder, n_products: int):
+    """Index a generated catalogue of ``n_products`` under ``root`` with ``encoder``.
+
+    -> (searcher, app, products, catalogue folder): what the API and browser tests both start from."""
+    from conftest import run_index
+    from mmsearch.api import create_app
+    from mmsearch.config import Settings
+    from mmsearch.search import Searcher
+
+    products = make_products(n_products)
+    path = write_catalogue(root / "catalogue", products)
+    run_index(path, root / "idx", encoder)
+    searcher = Searcher(root / "idx", encoder)
+    return searcher, create_app(Settings(index_dir=root / "idx"), searcher=searcher), products, root / "catalogue"

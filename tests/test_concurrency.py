@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import random
-import socket
 import threading
 import time
 from collections import Counter
@@ -13,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import uvicorn
 
 from conftest import pattern_image, run_index
+from live_server import LiveServer
 from mmsearch.api import create_app
 from mmsearch.config import Settings
 from mmsearch.encoders import TEST_MODEL, load_encoder
@@ -24,31 +23,6 @@ from mmsearch.search import Searcher
 CLIENTS = 16
 REQUESTS_PER_CLIENT = 50
 UPDATES = 3
-
-
-class LiveServer:
-    """uvicorn serving an app in a background thread on a socket bound to 127.0.0.1:<free port>."""
-
-    def __init__(self, app) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> "LiveServer":
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-        self.sock.close()
 
 
 def _png(seed: int) -> bytes:

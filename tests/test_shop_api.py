@@ -11,11 +11,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from catalogue_data import BRANDS, KINDS, make_products, write_catalogue
-from conftest import run_index
-from mmsearch.api import create_app
-from mmsearch.config import Settings
-from mmsearch.search import Searcher
+from catalogue_data import BRANDS, KINDS, open_shop
 
 N_PRODUCTS = 30
 
@@ -23,11 +19,7 @@ N_PRODUCTS = 30
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory, tiny_encoder):
     root = tmp_path_factory.mktemp("shop")
-    products = make_products(N_PRODUCTS)
-    path = write_catalogue(root / "catalogue", products)
-    run_index(path, root / "idx", tiny_encoder)
-    searcher = Searcher(root / "idx", tiny_encoder)
-    app = create_app(Settings(index_dir=root / "idx"), searcher=searcher)
+    searcher, app, products, _ = open_shop(root, tiny_encoder, N_PRODUCTS)
     with TestClient(app) as client:
         yield client, searcher, products, root
 

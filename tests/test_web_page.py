@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import base64
 import re
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from catalogue_data import make_products, write_catalogue
-from conftest import REPO, run_index
-from mmsearch.api import create_app
-from mmsearch.config import Settings
-from mmsearch.search import Searcher
+from catalogue_data import open_shop
+from conftest import REPO
+from live_server import LiveServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -27,34 +22,11 @@ N_PRODUCTS = 30
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install -y chromium)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_encoder):
-    import uvicorn
-
-    root = tmp_path_factory.mktemp("webshop")
-    products = make_products(N_PRODUCTS)
-    path = write_catalogue(root / "catalogue", products)
-    run_index(path, root / "idx", tiny_encoder)
-    searcher = Searcher(root / "idx", tiny_encoder)
-    app = create_app(Settings(index_dir=root / "idx"), searcher=searcher)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", searcher, products, root / "catalogue"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    searcher, app, products, catalogue = open_shop(tmp_path_factory.mktemp("webshop"), tiny_encoder, N_PRODUCTS)
+    with LiveServer(app) as live:
+        yield live.url, searcher, products, catalogue
 
 
 @pytest.fixture(scope="module")

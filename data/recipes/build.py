@@ -56,25 +56,27 @@ def main(argv: list[str] | None = None) -> int:
     cache: Path = (args.cache or out / "cache").resolve()
     manifest_dir = out / "manifests"
     manifest_dir.mkdir(parents=True, exist_ok=True)
-    stats_path = manifest_dir / "stats.json"
     t0 = time.monotonic()
     if "emoji" in parts:
-        (manifest_dir / "DONE").unlink(missing_ok=True)
-        emoji_stats = build_emoji(EmojiOptions(out=out, cache=cache, size=args.size, skin_tones_per_concept=args.skin_tones, force=args.force))
-        stats = _load_stats(stats_path)
-        stats["emoji"] = emoji_stats
-        write_json(stats_path, stats)
-        (manifest_dir / "DONE").write_text("emoji manifests complete and validated\n")
-        log.info("emoji done in %.0f s", time.monotonic() - t0)
+        _build_part("emoji", "DONE", "emoji manifests complete and validated", manifest_dir, t0, lambda: build_emoji(
+            EmojiOptions(out=out, cache=cache, size=args.size, skin_tones_per_concept=args.skin_tones, force=args.force)))
     if "clipart" in parts:
-        (manifest_dir / "CLIPART_DONE").unlink(missing_ok=True)
-        clip_stats = build_clipart(ClipartOptions(out=out, cache=cache, size=args.size, limit=args.clipart_limit, force=args.force))
-        stats = _load_stats(stats_path)
-        stats["clipart"] = clip_stats
-        write_json(stats_path, stats)
-        (manifest_dir / "CLIPART_DONE").write_text("clip-art manifests complete\n")
-        log.info("clipart done in %.0f s", time.monotonic() - t0)
+        _build_part("clipart", "CLIPART_DONE", "clip-art manifests complete", manifest_dir, t0, lambda: build_clipart(
+            ClipartOptions(out=out, cache=cache, size=args.size, limit=args.clipart_limit, force=args.force)))
     return 0
+
+
+def _build_part(name: str, marker: str, marker_text: str, manifest_dir: Path, t0: float, build) -> None:
+    """Build one corpus, merge its stats into stats.json, and only then write its completion marker
+    (removed first), so a reader waiting on the marker never sees half-written manifests."""
+    (manifest_dir / marker).unlink(missing_ok=True)
+    part_stats = build()
+    stats_path = manifest_dir / "stats.json"
+    stats = _load_stats(stats_path)
+    stats[name] = part_stats
+    write_json(stats_path, stats)
+    (manifest_dir / marker).write_text(marker_text + "\n")
+    log.info("%s done in %.0f s", name, time.monotonic() - t0)
 
 
 if __name__ == "__main__":

@@ -49,13 +49,18 @@ def _safe_dirname(name: str) -> str:
     return name.replace("@", "").replace("/", "__")
 
 
+def _fetched_before(name: str, registry: str, marker: Path) -> FetchedPackage:
+    """A package unpacked by an earlier run: its marker holds the version and where it was unpacked."""
+    info = json.loads(marker.read_text())
+    return FetchedPackage(name, info["version"], registry, Path(info["root"]))
+
+
 def fetch_npm(name: str, cache: Path) -> FetchedPackage:
     """`npm pack NAME` into cache/npm and untar it; returns the unpacked 'package/' directory."""
     base = cache / "npm" / _safe_dirname(name)
     marker = base / "fetched.json"
     if marker.exists():
-        info = json.loads(marker.read_text())
-        return FetchedPackage(name, info["version"], "npm", Path(info["root"]))
+        return _fetched_before(name, "npm", marker)
     base.mkdir(parents=True, exist_ok=True)
     log.info("npm pack %s", name)
     out = _run(["npm", "pack", name, "--json", "--silent"], cwd=base)
@@ -86,8 +91,7 @@ def fetch_deb(name: str, cache: Path) -> FetchedPackage:
     base = cache / "deb" / name
     marker = base / "fetched.json"
     if marker.exists():
-        info = json.loads(marker.read_text())
-        return FetchedPackage(name, info["version"], "deb", Path(info["root"]))
+        return _fetched_before(name, "deb", marker)
     base.mkdir(parents=True, exist_ok=True)
     log.info("apt-get download %s", name)
     for old in base.glob("*.deb"):

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import text as sql
 
-from mmsearch.errors import InvalidQueryError, ItemNotFoundError
+from mmsearch.errors import InvalidQueryError
 from mmsearch.filters import Condition, candidate_sql
 from mmsearch.keyword import keyword_matches, keyword_ranking
 from mmsearch.search import Searcher
@@ -178,11 +178,8 @@ class QueryEngine:
             parts.extend(t.weight * v for t, v in zip(images, encoder.encode_images([t.image for t in images])))
         items = [t for t in terms if t.item_id is not None]
         if items:
-            stored = self.store.vectors_for([t.item_id for t in items])
-            for t in items:
-                if t.item_id not in stored:
-                    raise ItemNotFoundError(f"no item with id {t.item_id}")
-                parts.append(t.weight * stored[t.item_id])
+            stored = self.searcher.stored_vectors([t.item_id for t in items])
+            parts.extend(t.weight * stored[t.item_id] for t in items)
         total = np.sum(np.stack(parts).astype(np.float32), axis=0)
         norm = float(np.linalg.norm(total))
         if norm < 1e-6:

@@ -153,10 +153,15 @@ class Searcher:
 
     def search_item(self, item_id: int, target: Target = "image", k: int = 10) -> list[Hit]:
         """'More like this': the item's own stored vector is the query."""
-        vectors = self.store.vectors_for([item_id])
-        if item_id not in vectors:
-            raise ItemNotFoundError(f"no item with id {item_id}")
-        return self.search_vectors(vectors[item_id][None, :], target, k)[0]
+        return self.search_vectors(self.stored_vectors([item_id])[item_id][None, :], target, k)[0]
+
+    def stored_vectors(self, item_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """The stored vectors of these items (queries by example); an unknown id is ItemNotFoundError."""
+        vectors = self.store.vectors_for(list(item_ids))
+        missing = [i for i in item_ids if i not in vectors]
+        if missing:
+            raise ItemNotFoundError(f"no item with id {missing[0]}")
+        return vectors
 
     def search_vectors(self, queries: np.ndarray, target: Target = "image", k: int = 10) -> list[list[Hit]]:
         if target not in TARGETS:

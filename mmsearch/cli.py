@@ -122,24 +122,19 @@ def search(text, image_file, queries_file, target, k, index_dir, device, as_json
 
     Filters, keyword/hybrid modes, weighted and negative terms, grouping and paging: see docs/search.md."""
     from mmsearch.search import Searcher
-
-    given = sum(x is not None for x in (text, image_file, queries_file))
-    if wants_query_engine(text, image_file, queries_file, shop):
-        s = _settings(index_dir=index_dir, device=device)
-        searcher = Searcher(s.index_dir, device=s.device, threads=s.effective_threads(), reload_interval=0)
-        try:
-            return run_query(searcher, text, image_file, target, min(k, s.max_k), as_json, shop)
-        finally:
-            searcher.close()
-    if given != 1:
-        raise InvalidQueryError("give exactly one of TEXT, --image FILE or --queries-file FILE")
     from mmsearch.threads import configure_batch
 
+    composite = wants_query_engine(text, image_file, queries_file, shop)
+    if not composite and sum(x is not None for x in (text, image_file, queries_file)) != 1:
+        raise InvalidQueryError("give exactly one of TEXT, --image FILE or --queries-file FILE")
     s = _settings(index_dir=index_dir, device=device)
     k = min(k, s.max_k)
     configure_batch(s.threads)
     searcher = Searcher(s.index_dir, device=s.device, threads=s.effective_threads(), reload_interval=0)
     try:
+        if composite:
+            run_query(searcher, text, image_file, target, k, as_json, shop)
+            return
         for query, hits in _run_queries(searcher, text, image_file, queries_file, target, k):
             _print_hits(query, hits, as_json)
     finally:

@@ -25,7 +25,7 @@ from typing import Iterator
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import DatabaseError
 
-from mmsearch.checksums import check_file
+from mmsearch.checksums import check_file, check_signature, file_signature
 from mmsearch.hashing import sha256_file
 from mmsearch.errors import IndexCorruptError, IndexNotFoundError, ModelMismatchError, MmsearchError
 from mmsearch.index import DEFAULT_FACTORY, VectorIndex
@@ -49,6 +49,9 @@ class Manifest(BaseModel):
     vector_files: dict[str, str] = Field(default_factory=dict)
     # sha256 of each vector file, by file name: a damaged or truncated file is refused, naming the file
     checksums: dict[str, str] = Field(default_factory=dict)
+    # [size, mtime_ns] of each vector file right after it was written: memory-mapped loads check this
+    # instead of hashing the whole file (see mmsearch.checksums)
+    file_signatures: dict[str, list[int]] = Field(default_factory=dict)
     index_factory: dict[str, str] = Field(default_factory=lambda: {m: DEFAULT_FACTORY for m in MODALITIES})
     # What the user asked for (auto|flat|hnsw|ivf|ivfpq|sq8|factory string) and the recall it must keep;
     # ``ann`` holds, per modality, the tuned search setting and the recall it reached (see mmsearch.ann).
@@ -130,8 +133,12 @@ class IndexDir:
         if manifest.generation == generation and all(m in manifest.vector_files for m in MODALITIES):
             indexes = {}
             for modality in MODALITIES:
-                path = self.path / manifest.vector_files[modality]
-                check_file(path, manifest.checksums.get(manifest.vector_files[modality]))
+                name = manifest.vector_files[modality]
+                path = self.path / name
+                if mmap:
+                    check_signature(path, manifest.checksums.get(name), manifest.file_signatures.get(name))
+                else:
+                    check_file(path, manifest.checksums.get(name))
                 indexes[modality] = VectorIndex.load(path, manifest.index_factory.get(modality, DEFAULT_FACTORY), mmap=mmap)
                 if indexes[modality].dim != manifest.dim:
                     raise IndexCorruptError(f"{path} holds {indexes[modality].dim}-d vectors, manifest says {manifest.dim}")
@@ -154,7 +161,7 @@ class IndexDir:
 
     def save_vectors(self, manifest: Manifest, indexes: dict[str, VectorIndex], generation: int) -> Manifest:
         """Write generation-named vector files, then switch the manifest to them, then drop old files."""
-        files, checksums = {}, {}
+        files, checksums, signatures = {}, {}, {}
         for modality, index in indexes.items():
             # A fresh name every time: a published file is never rewritten in place, so a reader that
             # checked a file's checksum can never see it replaced under it.
@@ -162,8 +169,10 @@ class IndexDir:
             index.save(self.path / name)
             files[modality] = name
             checksums[name] = sha256_file(self.path / name)
+            signatures[name] = file_signature(self.path / name)
         manifest.vector_files = files
         manifest.checksums = checksums
+        manifest.file_signatures = signatures
         manifest.generation = generation
         manifest.counts = {m: len(i) for m, i in indexes.items()}
         self.write_manifest(manifest)

@@ -70,6 +70,29 @@ def test_damaged_vector_file_fails_to_open_naming_it(indexed, tiny_encoder, dama
     assert result.exit_code == 1 and path.name in result.output and "verify --repair" in result.output
 
 
+def test_memory_mapped_load_does_not_hash_the_vector_files(indexed, tiny_encoder, monkeypatch):
+    """mmap serving must not read a whole vector file to hash it at every (re)load."""
+    _, _, index_dir, _ = indexed
+    hashed = []
+    monkeypatch.setattr("mmsearch.checksums.sha256_file", lambda path: hashed.append(path) or "x")
+    searcher = Searcher(index_dir, tiny_encoder, mmap=True)
+    assert searcher.search_text("a", k=1) and hashed == []
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_memory_mapped_load_still_refuses_a_damaged_file(indexed, tiny_encoder, damage):
+    _, _, index_dir, _ = indexed
+    path = vector_file(index_dir)
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) - 17] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(IndexCorruptError, match=path.name):
+        Searcher(index_dir, tiny_encoder, mmap=True)
+
+
 def test_damaged_database_fails_naming_it(indexed, tiny_encoder):
     _, _, index_dir, _ = indexed
     db = index_dir / "items.sqlite"

@@ -130,7 +130,7 @@ def search(text, image_file, queries_file, target, k, index_dir, device, as_json
     s = _settings(index_dir=index_dir, device=device)
     k = min(k, s.max_k)
     configure_batch(s.threads)
-    searcher = Searcher(s.index_dir, device=s.device, threads=s.effective_threads(), reload_interval=0)
+    searcher = Searcher(s.index_dir, device=s.device, threads=s.effective_threads(), reload_interval=0, faiss_device=s.faiss_device)
     try:
         if composite:
             run_query(searcher, text, image_file, target, k, as_json, shop)
@@ -205,7 +205,8 @@ def info(index_dir, as_json) -> None:
     """Describe an index: model, counts, last run."""
     from mmsearch.indexdir import describe
 
-    facts = describe(_settings(index_dir=index_dir).index_dir)
+    s = _settings(index_dir=index_dir)
+    facts = describe(s.index_dir, s.faiss_device)
     if as_json:
         click.echo(json.dumps(facts, indent=2))
         return

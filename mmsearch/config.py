@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     ann_threshold: int = Field(50_000, ge=0)
     # Serve the vector index memory-mapped (pages load on demand and are shared between processes).
     mmap_index: bool = False
+    # Where FAISS answers unfiltered searches: auto = a GPU when a GPU build of FAISS sees one, else the CPU.
+    faiss_device: Literal["auto", "cpu", "gpu"] = "auto"
     # Decoded pixels above this are refused (decompression bombs); large images are downscaled while decoding.
     max_image_pixels: int = Field(90_000_000, ge=1)
     host: str = "127.0.0.1"

@@ -30,6 +30,8 @@ class VectorIndex:
         # Set when ids were removed from an index type that cannot remove (HNSW): the vectors are
         # still inside, so the index must be rebuilt from the store before anyone searches it.
         self.needs_rebuild = False
+        # A read-only copy on another device (a GPU) that answers unfiltered searches; see mmsearch.faiss_device.
+        self._search_copy: faiss.Index | None = None
 
     @property
     def native(self) -> faiss.Index:
@@ -41,6 +43,11 @@ class VectorIndex:
         base = faiss.downcast_index(self._index.index) if isinstance(self._index, faiss.IndexIDMap2) else self._index
         return not isinstance(base, faiss.IndexHNSW)
 
+    def attach_search_copy(self, copy: faiss.Index) -> None:
+        """Let ``copy`` (same vectors, e.g. on a GPU) answer unfiltered searches. Any change to this
+        index drops it, so a copy never answers with vectors that were removed or misses added ones."""
+        self._search_copy = copy
+
     def __len__(self) -> int:
         return int(self._index.ntotal)
 
@@ -49,6 +56,7 @@ class VectorIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(ids) == 0:
             return
+        self._search_copy = None
         if vectors.shape != (len(ids), self.dim):
             raise ValueError(f"expected vectors of shape ({len(ids)}, {self.dim}), got {vectors.shape}")
         self._index.add_with_ids(vectors, ids)
@@ -57,6 +65,7 @@ class VectorIndex:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if len(ids) == 0:
             return 0
+        self._search_copy = None
         if not self.supports_remove:
             self.needs_rebuild = True
             return 0
@@ -71,13 +80,14 @@ class VectorIndex:
         k = min(k, len(self))
         if k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        scores, ids = self._index.search(queries, k)
+        index = self._index if self._search_copy is None else self._search_copy
+        scores, ids = index.search(queries, k)
         return scores, ids
 
     def search_subset(self, queries: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Like ``search``, but only among ``ids`` (an IDSelectorBatch inside the FAISS search, not a
         post-filter), so k results come back whenever k of those ids are in the index. -1 ids pad rows
-        when fewer match."""
+        when fewer match. Always on the CPU index: GPU indexes ignore the selector."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         k = min(k, len(self), len(ids))

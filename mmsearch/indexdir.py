@@ -206,8 +206,10 @@ class IndexDir:
             fh.close()
 
 
-def describe(path: Path) -> dict:
-    """Facts for `mmsearch info` and GET /v1/info, without loading a model."""
+def describe(path: Path, faiss_device: str = "auto") -> dict:
+    """Facts for `mmsearch info`, without loading a model."""
+    from mmsearch import faiss_device as device
+
     idx = IndexDir(path)
     manifest = idx.read_manifest()
     store = idx.open_store()
@@ -229,6 +231,7 @@ def describe(path: Path) -> dict:
             "last_run": store.last_run(),
             "failures": len(store.failures()),
             "updated_at": manifest.updated_at,
+            "faiss_device": device.describe(faiss_device),
         }
     finally:
         store.close()

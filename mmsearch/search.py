@@ -20,6 +20,8 @@ from PIL import Image
 
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import InvalidQueryError, ItemNotFoundError, MmsearchError
+from mmsearch.faiss_device import GpuPlacer, place_on_device
+from mmsearch.faiss_device import resolve as resolve_faiss_device
 from mmsearch.index import VectorIndex
 from mmsearch.indexdir import IndexDir, Manifest
 from mmsearch.store import IMAGE, MODALITIES, TEXT, ItemRecord, Store
@@ -48,6 +50,7 @@ class _Snapshot:
     manifest: Manifest
     indexes: dict[str, VectorIndex]
     generation: int
+    faiss_device: str = "cpu"  # where unfiltered searches of these indexes run
 
 
 class Searcher:
@@ -63,10 +66,14 @@ class Searcher:
         threads: int = 0,
         reload_interval: float = 2.0,
         mmap: bool = False,
+        faiss_device: str = "auto",
     ) -> None:
         self.index_dir = IndexDir(index_dir)
         self._device, self._batch_size, self._threads = device, batch_size, threads
         self._mmap = mmap
+        resolve_faiss_device(faiss_device)  # a GPU asked for but missing is an error before anything opens
+        self._faiss_device = faiss_device
+        self._gpu_placer = GpuPlacer()
         self._reload_interval = reload_interval
         self._lock = threading.Lock()
         self._last_check = time.monotonic()
@@ -82,13 +89,16 @@ class Searcher:
         manifest = self.index_dir.read_manifest()
         for attempt in range(3):
             try:
-                indexes, generation = self.index_dir.load_vectors(manifest, self.store, mmap=self._mmap)
-                return _Snapshot(manifest, indexes, generation)
+                return self._snapshot_of(manifest)
             except FileNotFoundError:
                 # An index run swapped in newer files between our manifest read and the load: re-read.
                 manifest = self.index_dir.read_manifest()
+        return self._snapshot_of(manifest)
+
+    def _snapshot_of(self, manifest: Manifest) -> _Snapshot:
         indexes, generation = self.index_dir.load_vectors(manifest, self.store, mmap=self._mmap)
-        return _Snapshot(manifest, indexes, generation)
+        device = place_on_device(indexes, self._faiss_device, self._gpu_placer)
+        return _Snapshot(manifest, indexes, generation, device)
 
     @property
     def encoder(self) -> Encoder:
@@ -202,6 +212,7 @@ class Searcher:
             "counts": {m: len(snapshot.indexes[m]) for m in MODALITIES},
             "index_factory": snapshot.manifest.index_factory,
             "device": self._encoder.device if self._encoder is not None else None,
+            "faiss_device": snapshot.faiss_device,
         }
 
 

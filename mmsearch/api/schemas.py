@@ -47,6 +47,7 @@ class InfoOut(BaseModel):
     counts: dict[str, int]
     index_factory: dict[str, str]
     device: str | None
+    faiss_device: str = Field("cpu", description="Where unfiltered vector searches run: cpu or gpu")
 
 
 class ErrorOut(BaseModel):

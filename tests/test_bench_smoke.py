@@ -13,16 +13,27 @@ from bench.common import REPO
 pytestmark = pytest.mark.slow
 
 
-def run_bench(module: str, tmp_path, *args: str) -> dict:
-    out = tmp_path / f"{module}.json"
-    cmd = [sys.executable, "-m", f"bench.{module}", "--size", "smoke", "--json", str(out), *args]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> dict:
+    """One run of the single command that runs every benchmark (`python -m bench`), at smoke size."""
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "all.json"
+    cmd = [sys.executable, "-m", "bench", "--size", "smoke", "--clients", "4", "--work-dir", str(tmp / "work"), "--json", str(out)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=2400)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "summary (smoke" in done.stdout
     return json.loads(out.read_text())
 
 
-def test_index_throughput_bench(tmp_path):
-    result = run_bench("index_throughput", tmp_path, "--work-dir", str(tmp_path / "work"))
+def test_one_command_summarises_every_benchmark_beside_its_baseline(smoke):
+    figures = [row["figure"] for row in smoke["summary"]]
+    assert figures[0] == "index images/s" and any(f.startswith("ann auto:") for f in figures)
+    assert any(f.startswith("serve 10000 items") for f in figures)
+    assert all(row["baseline"] not in (None, "") and "met" in row for row in smoke["summary"])
+
+
+def test_index_throughput_bench(smoke):
+    result = smoke["results"]["index_throughput"]
     # At smoke size the end-to-end figure is dominated by process start-up and model load, which the plain
     # loop does not pay, so only the full-size run compares speed (bench/README.md). What smoke size can
     # check: the run indexes every photo, reports both figures, and memory does not grow with the folder.
@@ -32,16 +43,16 @@ def test_index_throughput_bench(tmp_path):
     assert result["rss_growth_big_vs_n"] < 1.3
 
 
-def test_ann_bench(tmp_path):
-    result = run_bench("ann", tmp_path, "--types", "auto,hnsw")
+def test_ann_bench(smoke):
+    result = smoke["results"]["ann"]
     rows = result["results"]
     tuned = next(r for name, r in rows.items() if name.startswith("auto:"))
     assert tuned["recall@10"] >= 0.9
     assert tuned["p50_ms"] < rows["faiss Flat (exact)"]["p50_ms"]
 
 
-def test_serve_load_bench(tmp_path):
-    result = run_bench("serve_load", tmp_path, "--work-dir", str(tmp_path / "work"), "--clients", "4")
+def test_serve_load_bench(smoke):
+    result = smoke["results"]["serve_load"]
     load = result["load_4_clients"]
     assert load["errors"] == 0 and load["requests"] == 160
     assert result["baseline_1_client"]["errors"] == 0

@@ -63,8 +63,9 @@ class Searcher:
         threads: int = 0,
         reload_interval: float = 2.0,
         mmap: bool = False,
+        database_url: str | None = None,
     ) -> None:
-        self.index_dir = IndexDir(index_dir)
+        self.index_dir = IndexDir(index_dir, database_url)
         self._device, self._batch_size, self._threads = device, batch_size, threads
         self._mmap = mmap
         self._reload_interval = reload_interval

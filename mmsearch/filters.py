@@ -1,7 +1,7 @@
 """Exact metadata filters: equality, membership, numeric and date ranges, presence, on any field.
 
 A filter is a list of conditions that must all hold. It is compiled to SQL over the JSON metadata
-column (SQLite JSON1), so the set of matching item ids is resolved in the database and the vector and
+column (SQLite JSON1; PostgreSQL JSONB in ``mmsearch.filters_pg``), so the set of matching item ids is resolved in the database and the vector and
 keyword searches run *inside* that set: a filtered-out item is never returned, and k results come back
 whenever k items match.
 

@@ -264,13 +264,17 @@ def test_concurrent_writers_never_share_an_id(pg_url):
     stores = [Store(pg_url), Store(pg_url)]
     batches, per_batch = 12, 4
     written: list[list[int]] = [[], []]
+    errors: list[Exception] = []
     start = threading.Barrier(2)
 
     def write(n: int) -> None:
         start.wait()
-        for b in range(batches):
-            items = [NewItem(f"w{n}-{b}-{i}", "text", None, "h", 0, 0.0, f"writer {n}", {}) for i in range(per_batch)]
-            written[n].extend(stores[n].write_batch(items, np.ones((per_batch, 4), np.float32)))
+        try:
+            for b in range(batches):
+                items = [NewItem(f"w{n}-{b}-{i}", "text", None, "h", 0, 0.0, f"writer {n}", {}) for i in range(per_batch)]
+                written[n].extend(stores[n].write_batch(items, np.ones((per_batch, 4), np.float32)))
+        except Exception as exc:  # e.g. a duplicate id refused by the primary key
+            errors.append(exc)
 
     threads = [threading.Thread(target=write, args=(n,)) for n in range(2)]
     for t in threads:
@@ -278,6 +282,7 @@ def test_concurrent_writers_never_share_an_id(pg_url):
     for t in threads:
         t.join()
     try:
+        assert not errors
         every = written[0] + written[1]
         assert len(every) == len(set(every)) == 2 * batches * per_batch
         assert stores[0].count() == len(every)

@@ -193,8 +193,8 @@ class IndexDir:
                     raise IndexCorruptError(f"{path} holds {indexes[modality].dim}-d vectors, manifest says {manifest.dim}")
             return indexes, generation
         if generation:
-            log.info("vector files are behind the database (generation %s vs %s): rebuilding from the database",
-                     manifest.generation, generation)
+            log.info("no vector files of database generation %s here (the manifest's are of generation %s): "
+                     "rebuilding them from the database", generation, manifest.generation)
         return self.rebuild_vectors(manifest, store), generation
 
     def rebuild_vectors(self, manifest: Manifest, store: Store) -> dict[str, VectorIndex]:

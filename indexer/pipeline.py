@@ -126,18 +126,20 @@ def index_source(
     index_type: str | None = None,
     recall_target: float | None = None,
     flat_threshold: int | None = None,
+    database_url: str | None = None,
 ) -> IndexReport:
     """Index ``source`` into ``index_dir``. ``encoder_factory(spec)`` loads the model only if needed.
 
     ``catalogue`` reads the manifest(s) as product catalogues even without sku + title columns.
     ``index_type``/``recall_target`` change the index's vector index choice (kept for later runs);
-    ``flat_threshold`` is the count below which ``auto`` keeps exact search (see mmsearch.ann)."""
+    ``flat_threshold`` is the count below which ``auto`` keeps exact search (see mmsearch.ann);
+    ``database_url`` keeps the metadata in that database instead of the directory's items.sqlite."""
     ann_options = AnnOptions(
         index_type or "auto", recall_target or 0.95, DEFAULT_FLAT_THRESHOLD if flat_threshold is None else flat_threshold
     ).check()
     explicit = (index_type is not None, recall_target is not None)
     started = time.monotonic()
-    idx = IndexDir(index_dir)
+    idx = IndexDir(index_dir, database_url)
     with idx.write_lock():
         if idx.exists():
             manifest = idx.read_manifest()

@@ -95,7 +95,7 @@ def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int
         lambda spec: load_encoder(spec, s.device, s.batch_size, s.effective_threads(), s.precision),
         model_spec=model, default_model=s.model, batch_size=s.batch_size, workers=s.workers, max_pixels=s.max_image_pixels,
         catalogue=catalogue,
-        index_type=index_type, recall_target=recall_target, flat_threshold=s.ann_threshold,
+        index_type=index_type, recall_target=recall_target, flat_threshold=s.ann_threshold, database_url=s.database(),
     )
     click.echo(
         f"indexed {report.source} -> {report.index_dir} in {report.seconds:.1f}s: "
@@ -130,7 +130,7 @@ def search(text, image_file, queries_file, target, k, index_dir, device, as_json
     s = _settings(index_dir=index_dir, device=device)
     k = min(k, s.max_k)
     configure_batch(s.threads)
-    searcher = Searcher(s.index_dir, device=s.device, threads=s.effective_threads(), reload_interval=0, faiss_device=s.faiss_device)
+    searcher = Searcher(s.index_dir, device=s.device, threads=s.effective_threads(), reload_interval=0, faiss_device=s.faiss_device, database_url=s.database())
     try:
         if composite:
             run_query(searcher, text, image_file, target, k, as_json, shop)
@@ -194,7 +194,7 @@ def serve(index_dir, host, port, device) -> None:
     s = _settings(index_dir=index_dir, host=host, port=port, device=device)
     from mmsearch.indexdir import IndexDir
 
-    IndexDir(s.index_dir).read_manifest()  # fail now, with one line, rather than inside the server
+    IndexDir(s.index_dir, s.database()).read_manifest()  # fail now, with one line, rather than inside the server
     uvicorn.run(create_app(s), host=s.host, port=s.port, log_level="info", workers=1)
 
 
@@ -206,7 +206,7 @@ def info(index_dir, as_json) -> None:
     from mmsearch.indexdir import describe
 
     s = _settings(index_dir=index_dir)
-    facts = describe(s.index_dir, s.faiss_device)
+    facts = describe(s.index_dir, s.database(), s.faiss_device)
     if as_json:
         click.echo(json.dumps(facts, indent=2))
         return
@@ -229,10 +229,11 @@ def verify(ctx, index_dir, repair, device, as_json) -> None:
         from mmsearch.encoders import load_encoder
 
         report = repair_index(
-            s.index_dir, lambda spec: load_encoder(spec, s.device, s.batch_size, s.effective_threads()), max_pixels=s.max_image_pixels
+            s.index_dir, lambda spec: load_encoder(spec, s.device, s.batch_size, s.effective_threads()), max_pixels=s.max_image_pixels,
+            database_url=s.database(),
         )
     else:
-        report = verify_index(s.index_dir)
+        report = verify_index(s.index_dir, s.database())
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

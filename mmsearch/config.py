@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "mmsearch-lite"
@@ -54,9 +54,16 @@ class Settings(BaseSettings):
     api_key: str | None = None
     # Comma-separated origins allowed to call the API from a browser (empty: CORS off).
     cors_origins: str = ""
+    # Keep the metadata in this database (SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host/db) instead
+    # of <index-dir>/items.sqlite: several API replicas can then share one catalogue. Secret: never shown.
+    database_url: SecretStr | None = None
 
     def effective_threads(self) -> int:
         return self.threads or (os.cpu_count() or 1)
+
+    def database(self) -> str | None:
+        """The metadata database URL (password included: pass it on, never print it), or None for SQLite."""
+        return self.database_url.get_secret_value() or None if self.database_url else None
 
 
 @lru_cache(maxsize=1)

@@ -39,3 +39,7 @@ class ItemNotFoundError(MmsearchError):
 
 class SourceError(MmsearchError):
     """A folder or manifest to index cannot be read."""
+
+
+class DatabaseUnavailableError(MmsearchError):
+    """The metadata database (MMSEARCH_DATABASE_URL) cannot be reached or refuses the connection."""

@@ -21,21 +21,31 @@ def field_summary(store: Store) -> list[dict]:
     sorted by name; ``count`` is how many products (or stand-alone items) have the field."""
     hidden = ", ".join(f"'{h}'" for h in HIDDEN)
     with store.engine.connect() as conn:
-        rows = conn.execute(sql(
-            f"SELECT j.key, CASE WHEN j.type IN ('integer', 'real') THEN 'number' WHEN j.type IN ('true', 'false') THEN 'boolean' ELSE j.type END AS kind, "
-            f"count(DISTINCT {_UNIT}), count(DISTINCT j.value), min(j.value), max(j.value) "
-            f"FROM items, json_each(items.meta) AS j WHERE j.type NOT IN ('null', 'object', 'array') AND j.key NOT IN ({hidden}) "
-            "GROUP BY j.key, kind ORDER BY j.key, kind"
-        )).all()
+        if store.dialect == "postgresql":
+            from mmsearch import fields_pg
+
+            rows, text_values = fields_pg.summary_rows(conn, hidden), fields_pg.text_values
+        else:
+            rows, text_values = _summary_rows(conn, hidden), _text_values
         fields = []
         for name, kind, count, distinct, low, high in rows:
             entry = {"name": name, "type": kind, "count": int(count), "distinct": int(distinct), "min": low, "max": high, "values": None}
             if kind == "text" and distinct <= MAX_VALUES:
-                entry["values"] = _text_values(conn, name)
+                entry["values"] = text_values(conn, name)
             elif kind == "boolean":
                 entry["values"] = [{"value": False, "count": None}, {"value": True, "count": None}]
             fields.append(entry)
     return fields
+
+
+def _summary_rows(conn, hidden: str) -> list:
+    """-> [(name, kind, products with it, distinct values, min, max)] by name then kind."""
+    return conn.execute(sql(
+        f"SELECT j.key, CASE WHEN j.type IN ('integer', 'real') THEN 'number' WHEN j.type IN ('true', 'false') THEN 'boolean' ELSE j.type END AS kind, "
+        f"count(DISTINCT {_UNIT}), count(DISTINCT j.value), min(j.value), max(j.value) "
+        f"FROM items, json_each(items.meta) AS j WHERE j.type NOT IN ('null', 'object', 'array') AND j.key NOT IN ({hidden}) "
+        "GROUP BY j.key, kind ORDER BY j.key, kind"
+    )).all()
 
 
 def cached_field_summary(store: Store) -> list[dict]:
@@ -60,5 +70,9 @@ def _text_values(conn, name: str) -> list[dict]:
 
 
 def product_count(store: Store) -> int:
+    if store.dialect == "postgresql":
+        from mmsearch.fields_pg import UNIT as unit
+    else:
+        unit = _UNIT
     with store.engine.connect() as conn:
-        return int(conn.execute(sql(f"SELECT count(DISTINCT {_UNIT}) FROM items")).scalar() or 0)
+        return int(conn.execute(sql(f"SELECT count(DISTINCT {unit}) FROM items")).scalar() or 0)

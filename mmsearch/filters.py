@@ -1,7 +1,7 @@
 """Exact metadata filters: equality, membership, numeric and date ranges, presence, on any field.
 
 A filter is a list of conditions that must all hold. It is compiled to SQL over the JSON metadata
-column (SQLite JSON1), so the set of matching item ids is resolved in the database and the vector and
+column (SQLite JSON1; PostgreSQL JSONB in ``mmsearch.filters_pg``), so the set of matching item ids is resolved in the database and the vector and
 keyword searches run *inside* that set: a filtered-out item is never returned, and k results come back
 whenever k items match.
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from indexer.catalogue import coerce_scalar
 from mmsearch.errors import InvalidQueryError
@@ -167,14 +167,20 @@ def _type_check(value: Any, type_expr: str | None) -> str:
     return f"{type_expr} IN ('integer', 'real') AND " if isinstance(value, (int, float)) else f"{type_expr} = 'text' AND "
 
 
-def _predicate(cond: Condition, params: _Params, column: str, type_expr: str | None) -> str:
-    """The positive test of ``eq``/``ne``, ``in``/``nin`` or a range against one value expression
-    (``type_expr`` is its JSON type, to keep numbers and texts apart; None for plain columns)."""
+def compared(cond: Condition, compare: Callable[[Any, str], str]) -> str:
+    """The positive test of ``eq``/``ne``, ``in``/``nin`` or a range, given ``compare(value, sql operator)``
+    that tests one value against the field (the SQL dialects differ only there)."""
     if cond.op in ("eq", "ne"):
-        return f"{_type_check(cond.value, type_expr)}{column} = {params.add(cond.value)}"
+        return compare(cond.value, "=")
     if cond.op in ("in", "nin"):
-        return "(" + " OR ".join(f"({_type_check(v, type_expr)}{column} = {params.add(v)})" for v in cond.value) + ")"
-    return f"{_type_check(cond.value, type_expr)}{column} {_RANGE_SQL[cond.op]} {params.add(cond.value)}"
+        return "(" + " OR ".join(f"({compare(v, '=')})" for v in cond.value) + ")"
+    return compare(cond.value, _RANGE_SQL[cond.op])
+
+
+def _predicate(cond: Condition, params: _Params, column: str, type_expr: str | None) -> str:
+    """``compared`` against one value expression (``type_expr`` is its JSON type, to keep numbers and
+    texts apart; None for plain columns)."""
+    return compared(cond, lambda value, op: f"{_type_check(value, type_expr)}{column} {op} {params.add(value)}")
 
 
 def _condition_sql(cond: Condition, params: _Params) -> str:
@@ -196,12 +202,16 @@ def _condition_sql(cond: Condition, params: _Params) -> str:
     return f"NOT ({sql})" if cond.op in ("ne", "nin") else sql
 
 
-def candidate_sql(conditions: list[Condition], modalities: Iterable[str]) -> tuple[str, dict]:
+def candidate_sql(conditions: list[Condition], modalities: Iterable[str], dialect: str = "sqlite") -> tuple[str, dict]:
     """-> (``SELECT id FROM items WHERE ...``, bound parameters): the ids of items of these modalities
-    that satisfy every condition."""
+    that satisfy every condition, in the SQL of ``dialect`` (``sqlite`` or ``postgresql``)."""
     params = _Params()
     names = ", ".join(params.add(m) for m in modalities)
-    clauses = [f"items.modality IN ({names})"] + [_condition_sql(c, params) for c in conditions]
+    if dialect == "postgresql":
+        from mmsearch.filters_pg import condition_sql
+    else:
+        condition_sql = _condition_sql
+    clauses = [f"items.modality IN ({names})"] + [condition_sql(c, params) for c in conditions]
     return "SELECT items.id FROM items WHERE " + " AND ".join(clauses), params.values
 
 
@@ -210,7 +220,19 @@ def create_filter_indexes(conn) -> None:
     items (its picture for a text hit, grouping) without scanning every row."""
     from sqlalchemy import text
 
-    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_items_product ON items (json_extract(meta, '$.product'))"))
+    conn.execute(text(f"CREATE INDEX IF NOT EXISTS ix_items_product ON items ({product_sql(conn.dialect.name)})"))
+
+
+def product_sql(dialect: str) -> str:
+    """An item's product link (SKU) as SQL: the very expression ``ix_items_product`` indexes."""
+    return "(meta ->> 'product')" if dialect == "postgresql" else "json_extract(meta, '$.product')"
+
+
+def field_sql(dialect: str, name: str) -> tuple[str, str]:
+    """-> (SQL of a metadata field's value, with the parameter ``:path``; the value to bind to it)."""
+    if dialect == "postgresql":
+        return "(meta -> :path)", name
+    return "json_extract(meta, :path)", _json_path(name)
 
 
 def describe(conditions: list[Condition]) -> list[dict]:

@@ -9,6 +9,10 @@ Vector files carry the generation in their name and the manifest is replaced ato
 manifest rename is the commit point: a reader sees either the old set of files or the new one. If the
 manifest's generation is behind the database (a run was killed before it saved), the vectors are
 rebuilt from the database on open, so a crash can cost time but never consistency.
+
+With a database URL (``MMSEARCH_DATABASE_URL``, see ``mmsearch.database``) there is no items.sqlite:
+the metadata and the manifest of record live in that database, and the directory holds this machine's
+vector files and a copy of the manifest.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from typing import Iterator
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import DatabaseError
 
+from mmsearch import database as db
 from mmsearch.checksums import check_file, check_signature, file_signature
 from mmsearch.hashing import sha256_file
-from mmsearch.errors import IndexCorruptError, IndexNotFoundError, ModelMismatchError, MmsearchError
+from mmsearch.errors import ConfigError, IndexCorruptError, IndexNotFoundError, ModelMismatchError, MmsearchError
 from mmsearch.index import DEFAULT_FACTORY, VectorIndex
 from mmsearch.store import MODALITIES, Store
 
@@ -60,13 +65,23 @@ class Manifest(BaseModel):
     ann: dict[str, dict] = Field(default_factory=dict)
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
+    # The metadata database (URL without password) when it is not the directory's items.sqlite.
+    database: str | None = None
 
 
 class IndexDir:
     """Paths and manifest handling for one index directory."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, database_url: str | None = None) -> None:
         self.path = Path(path).expanduser()
+        self.database_url = database_url or None
+        if self.database_url:
+            db.check_supported(self.database_url)
+
+    @property
+    def database(self) -> str:
+        """Where the metadata lives, safe to show: the database URL without password, or items.sqlite."""
+        return db.redact(self.database_url) if self.database_url else str(self.db_path.resolve())
 
     @property
     def manifest_path(self) -> Path:
@@ -77,26 +92,61 @@ class IndexDir:
         return self.path / DATABASE
 
     def exists(self) -> bool:
+        if self.database_url:
+            self._check_no_sqlite_index()
+            return db.read_state(self.database_url, db.MANIFEST_KEY) is not None
         return self.manifest_path.is_file()
 
     def read_manifest(self) -> Manifest:
+        if self.database_url:
+            return self._read_database_manifest()
         if not self.exists():
             raise IndexNotFoundError(f"no index at {self.path} (run `mmsearch index FOLDER --index-dir {self.path}` first)")
         try:
-            manifest = Manifest.model_validate_json(self.manifest_path.read_text(encoding="utf-8"))
-        except (ValidationError, ValueError, OSError) as exc:
+            raw = self.manifest_path.read_text(encoding="utf-8")
+        except OSError as exc:
             raise IndexCorruptError(f"index manifest {self.manifest_path} is unreadable: {str(exc).splitlines()[0]}") from exc
+        manifest = self._validated(raw, str(self.manifest_path))
+        if manifest.database:
+            raise ConfigError(f"the index at {self.path} keeps its metadata in the database {manifest.database}: "
+                              "set MMSEARCH_DATABASE_URL to that database")
+        return manifest
+
+    def _validated(self, raw: str, where: str) -> Manifest:
+        try:
+            manifest = Manifest.model_validate_json(raw)
+        except (ValidationError, ValueError) as exc:
+            raise IndexCorruptError(f"index manifest {where} is unreadable: {str(exc).splitlines()[0]}") from exc
         if manifest.format_version > FORMAT_VERSION:
             raise IndexCorruptError(
                 f"index at {self.path} has format {manifest.format_version}; this mmsearch reads up to {FORMAT_VERSION} (upgrade mmsearch)"
             )
         return manifest
 
+    def _read_database_manifest(self) -> Manifest:
+        """The manifest of record, from the database. Vector files this directory does not hold (another
+        machine wrote them) are dropped from it, so they are rebuilt here from the database instead."""
+        self._check_no_sqlite_index()
+        raw = db.read_state(self.database_url, db.MANIFEST_KEY)
+        if raw is None:
+            raise IndexNotFoundError(f"no index in the database {self.database} (run `mmsearch index FOLDER` with MMSEARCH_DATABASE_URL set first)")
+        manifest = self._validated(raw, f"in the database {self.database}")
+        if not all((self.path / name).is_file() for name in manifest.vector_files.values()):
+            manifest.vector_files, manifest.checksums = {}, {}
+        return manifest
+
+    def _check_no_sqlite_index(self) -> None:
+        if self.db_path.exists():
+            raise ConfigError(f"{self.path} holds an SQLite index ({DATABASE}): unset MMSEARCH_DATABASE_URL to use it, "
+                              f"or give another --index-dir for the database {self.database}")
+
     def write_manifest(self, manifest: Manifest) -> None:
         manifest.updated_at = time.time()
+        if self.database_url:
+            manifest.database = self.database
         tmp = self.manifest_path.with_name(MANIFEST + ".tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(manifest.model_dump_json(indent=2))
+            fh.write(manifest.model_dump_json(indent=2, exclude=None if manifest.database else {"database"}))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.manifest_path)
@@ -105,6 +155,8 @@ class IndexDir:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+        if self.database_url:  # after the local copy: a reader sharing this directory finds the files named
+            db.write_state(self.database_url, db.MANIFEST_KEY, manifest.model_dump_json(indent=2))
 
     def create(self, model_spec: str, model_id: str, dim: int) -> Manifest:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -113,6 +165,10 @@ class IndexDir:
         return manifest
 
     def open_store(self) -> Store:
+        if self.database_url:
+            self._check_no_sqlite_index()
+            with db.reaching(self.database_url):
+                return Store(self.database_url)
         try:
             return Store.at(self.db_path)
         except DatabaseError as exc:
@@ -144,8 +200,8 @@ class IndexDir:
                     raise IndexCorruptError(f"{path} holds {indexes[modality].dim}-d vectors, manifest says {manifest.dim}")
             return indexes, generation
         if generation:
-            log.info("vector files are behind the database (generation %s vs %s): rebuilding from the database",
-                     manifest.generation, generation)
+            log.info("no vector files of database generation %s here (the manifest's are of generation %s): "
+                     "rebuilding them from the database", generation, manifest.generation)
         return self.rebuild_vectors(manifest, store), generation
 
     def rebuild_vectors(self, manifest: Manifest, store: Store) -> dict[str, VectorIndex]:
@@ -201,21 +257,23 @@ class IndexDir:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as exc:
                 raise MmsearchError(f"another `mmsearch index` run is writing {self.path}; wait for it to finish") from exc
-            yield
+            with db.writer_lock(self.database_url):  # PostgreSQL: one writer per catalogue across machines
+                yield
         finally:
             fh.close()
 
 
-def describe(path: Path, faiss_device: str = "auto") -> dict:
+def describe(path: Path, database_url: str | None = None, faiss_device: str = "auto") -> dict:
     """Facts for `mmsearch info`, without loading a model."""
     from mmsearch import faiss_device as device
 
-    idx = IndexDir(path)
+    idx = IndexDir(path, database_url)
     manifest = idx.read_manifest()
     store = idx.open_store()
     try:
         return {
             "index_dir": str(idx.path.resolve()),
+            "database": idx.database,
             "format_version": manifest.format_version,
             "model": manifest.model_spec,
             "model_id": manifest.model_id,

@@ -26,7 +26,13 @@ _MAX_TERMS = 32
 
 
 def create_keyword_index(conn: Connection) -> None:
-    """Migration ``002_keyword_fts``: the FTS5 table, its sync triggers, and a backfill of existing items."""
+    """Migration ``002_keyword_fts``: the FTS5 table, its sync triggers, and a backfill of existing items
+    (on PostgreSQL: a tsvector table instead, see ``mmsearch.keyword_pg``)."""
+    if conn.dialect.name == "postgresql":
+        from mmsearch import keyword_pg
+
+        keyword_pg.create_keyword_index(conn)
+        return
     conn.execute(text(f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5(body, tokenize = 'unicode61 remove_diacritics 2')"))
     new_body = _BODY.format(row="NEW")
     conn.execute(text(
@@ -50,10 +56,15 @@ def match_expression(query: str) -> str | None:
     """A user's words as a safe FTS5 query: each word a quoted phrase, any of them may match (BM25 ranks
     items matching more and rarer words first). ``SKU-00123`` stays one phrase, so it matches exactly.
     -> None when the query has no searchable word."""
-    words = [w for w in query.split() if re.search(r"\w", w)][:_MAX_TERMS]
+    words = query_words(query)
     if not words:
         return None
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+
+
+def query_words(query: str) -> list[str]:
+    """The searchable words of a query (at most ``_MAX_TERMS``): whitespace-separated, with a letter or digit."""
+    return [w for w in query.split() if re.search(r"\w", w)][:_MAX_TERMS]
 
 
 def keyword_ranking(conn: Connection, query: str, candidate_sql: str, params: dict, limit: int) -> list[tuple[int, float]]:
@@ -61,6 +72,10 @@ def keyword_ranking(conn: Connection, query: str, candidate_sql: str, params: di
     expression = match_expression(query)
     if expression is None or limit <= 0:
         return []
+    if conn.dialect.name == "postgresql":
+        from mmsearch import keyword_pg
+
+        return keyword_pg.keyword_ranking(conn, query_words(query), candidate_sql, params, limit)
     rows = conn.execute(
         text(
             # Matches first (materialized), then the filter: letting SQLite drive the FTS lookup from the
@@ -79,6 +94,11 @@ def keyword_matches(conn: Connection, queries: Sequence[str], candidate_sql: str
     for query in queries:
         expression = match_expression(query)
         if expression is None:
+            continue
+        if conn.dialect.name == "postgresql":
+            from mmsearch import keyword_pg
+
+            found.update(keyword_pg.keyword_matches(conn, query_words(query), candidate_sql, params))
             continue
         rows = conn.execute(
             text(f"WITH m AS MATERIALIZED (SELECT rowid AS id FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :fts_query) "

@@ -26,7 +26,7 @@ from PIL import Image
 from sqlalchemy import text as sql
 
 from mmsearch.errors import InvalidQueryError
-from mmsearch.filters import Condition, candidate_sql
+from mmsearch.filters import Condition, candidate_sql, field_sql, product_sql
 from mmsearch.keyword import keyword_matches, keyword_ranking
 from mmsearch.search import Searcher
 from mmsearch.store import IMAGE, MODALITIES
@@ -131,7 +131,7 @@ class QueryEngine:
     def run(self, query: Query) -> QueryResult:
         _check(query)
         modalities = MODALITIES if query.target == "all" else (query.target,)
-        where, params = candidate_sql(query.conditions, modalities)
+        where, params = candidate_sql(query.conditions, modalities, self.store.dialect)
         window = WINDOW * math.ceil((query.offset + query.limit) / WINDOW)
         depth = window * (4 if query.group else 1)
         excluded = {t.item_id for t in query.terms if t.item_id is not None}
@@ -187,7 +187,7 @@ class QueryEngine:
         return (total / norm)[None, :].astype(np.float32)
 
     def _candidate_ids(self, conditions: list[Condition], modality: str) -> np.ndarray:
-        where, params = candidate_sql(conditions, (modality,))
+        where, params = candidate_sql(conditions, (modality,), self.store.dialect)
         with self.store.engine.connect() as conn:
             return np.fromiter((r[0] for r in conn.execute(sql(where), params)), dtype=np.int64)
 
@@ -232,14 +232,16 @@ class QueryEngine:
     def _facts(self, ids: list[int], sort_field: str | None) -> dict[int, _Facts]:
         """Modality, product and sort value of many items: a light read (no full records) for the window."""
         facts: dict[int, _Facts] = {}
-        sort_sql = "json_extract(meta, :path)" if sort_field else "NULL"
+        field, path = field_sql(self.store.dialect, sort_field or "")
+        sort_sql = field if sort_field else "NULL"
+        product = product_sql(self.store.dialect)
         with self.store.engine.connect() as conn:
             for start in range(0, len(ids), 900):
                 chunk = ids[start : start + 900]
                 marks = ", ".join(f":i{n}" for n in range(len(chunk)))
                 rows = conn.execute(
-                    sql(f"SELECT id, modality, json_extract(meta, '$.product'), {sort_sql} FROM items WHERE id IN ({marks})"),
-                    {"path": f'$."{sort_field}"', **{f"i{n}": i for n, i in enumerate(chunk)}},
+                    sql(f"SELECT id, modality, {product}, {sort_sql} FROM items WHERE id IN ({marks})"),
+                    {"path": path, **{f"i{n}": i for n, i in enumerate(chunk)}},
                 )
                 for item_id, modality, product, value in rows:
                     facts[int(item_id)] = _Facts(modality, str(product) if product is not None else None, value)
@@ -269,10 +271,11 @@ class QueryEngine:
         missing = [h for h in page if h.image_id is None and h.product is not None]
         if not missing:
             return
+        product = product_sql(self.store.dialect)
         with self.store.engine.connect() as conn:
             for hit in missing:
                 row = conn.execute(
-                    sql("SELECT id FROM items WHERE modality = :m AND json_extract(meta, '$.product') = :p ORDER BY key LIMIT 1"),
+                    sql(f"SELECT id FROM items WHERE modality = :m AND {product} = :p ORDER BY key LIMIT 1"),
                     {"m": IMAGE, "p": hit.product},
                 ).first()
                 hit.image_id = int(row[0]) if row else None

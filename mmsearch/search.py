@@ -67,8 +67,9 @@ class Searcher:
         reload_interval: float = 2.0,
         mmap: bool = False,
         faiss_device: str = "auto",
+        database_url: str | None = None,
     ) -> None:
-        self.index_dir = IndexDir(index_dir)
+        self.index_dir = IndexDir(index_dir, database_url)
         self._device, self._batch_size, self._threads = device, batch_size, threads
         self._mmap = mmap
         resolve_faiss_device(faiss_device)  # a GPU asked for but missing is an error before anything opens

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Float,
     ForeignKey,
     Integer,
@@ -30,8 +31,11 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from mmsearch.database import serialize_write
 
 IMAGE = "image"
 TEXT = "text"
@@ -42,25 +46,31 @@ class Base(DeclarativeBase):
     pass
 
 
+# Item ids are int64 (shared with FAISS): SQLite's INTEGER PRIMARY KEY already is, PostgreSQL needs BIGINT.
+Int64 = BigInteger().with_variant(Integer, "sqlite")
+# Metadata as JSONB on PostgreSQL: its operators and expression indexes serve filters and product links.
+MetaJSON = JSON().with_variant(JSONB, "postgresql")
+
+
 class Item(Base):
     """One searchable thing: an image file, a text file, or a manifest row."""
 
     __tablename__ = "items"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # SQLite INTEGER PRIMARY KEY is int64
+    id: Mapped[int] = mapped_column(Int64, primary_key=True)  # SQLite INTEGER PRIMARY KEY is int64
     key: Mapped[str] = mapped_column(String, unique=True, index=True)  # where it came from (path or manifest#row)
     modality: Mapped[str] = mapped_column(String(8), index=True)
     path: Mapped[str | None] = mapped_column(String, nullable=True)  # file holding the content
     sha256: Mapped[str] = mapped_column(String(64), index=True)
-    size: Mapped[int] = mapped_column(Integer, default=0)
+    size: Mapped[int] = mapped_column(Int64, default=0)
     mtime: Mapped[float] = mapped_column(Float, default=0.0)
     text: Mapped[str | None] = mapped_column(Text, nullable=True)  # text item's content or image's caption
-    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+    meta: Mapped[dict] = mapped_column(MetaJSON, default=dict)
     indexed_at: Mapped[float] = mapped_column(Float, default=time.time)
 
 
 class Embedding(Base):
     __tablename__ = "embeddings"
-    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    item_id: Mapped[int] = mapped_column(Int64, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
 
 
@@ -185,8 +195,14 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``: which SQL the keyword, filter and field queries speak."""
+        return self.engine.dialect.name
+
     def migrate(self) -> None:
         with self.engine.begin() as conn:
+            serialize_write(conn)  # replicas starting together on PostgreSQL migrate one after the other
             Migration.__table__.create(conn, checkfirst=True)
             done = set(conn.execute(select(Migration.name)).scalars())
             for name, apply in MIGRATIONS:
@@ -294,6 +310,7 @@ class Store:
             raise ValueError("one vector per item is required")
         ids: list[int] = []
         with self._session.begin() as s:
+            serialize_write(s.connection())
             new_ids = self._take_ids(s, sum(item.id is None for item in items))
             for item, vec in zip(items, vectors):
                 fields = dict(key=item.key, modality=item.modality, path=item.path, sha256=item.sha256, size=item.size,
@@ -317,6 +334,7 @@ class Store:
         if not changes:
             return
         with self._session.begin() as s:
+            serialize_write(s.connection())
             # Two renames can swap keys; park every moved key on a unique placeholder first.
             for item_id, fields in changes:
                 if "key" in fields:
@@ -330,6 +348,7 @@ class Store:
         if not ids:
             return
         with self._session.begin() as s:
+            serialize_write(s.connection())
             for start in range(0, len(ids), 900):
                 chunk = [int(i) for i in ids[start : start + 900]]
                 s.execute(delete(Embedding).where(Embedding.item_id.in_(chunk)))
@@ -373,5 +392,8 @@ class Store:
             s.merge(State(key=key, value=value))
 
     def integrity_check(self) -> str:
+        """SQLite's quick_check; PostgreSQL guards its own pages, so there it only checks the connection."""
         with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                return "ok" if conn.execute(text("SELECT 1")).scalar() == 1 else "no answer"
             return str(conn.execute(text("PRAGMA quick_check")).scalar())

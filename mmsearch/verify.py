@@ -96,9 +96,9 @@ def _sample(ids) -> str:
     return shown + (f", ... ({len(ids)} in all)" if len(ids) > 10 else "")
 
 
-def verify_index(path: Path) -> VerifyReport:
+def verify_index(path: Path, database_url: str | None = None) -> VerifyReport:
     """Read-only check of manifest, database, vector files and their agreement."""
-    idx = IndexDir(path)
+    idx = IndexDir(path, database_url)
     report = VerifyReport(str(idx.path))
     try:
         manifest = idx.read_manifest()
@@ -196,10 +196,11 @@ def _load_checked(idx: IndexDir, manifest: Manifest, modality: str, report: Veri
 
 # --- repair ---
 
-def repair_index(path: Path, encoder_factory: Callable[[str], Encoder], *, max_pixels: int = 90_000_000) -> VerifyReport:
+def repair_index(path: Path, encoder_factory: Callable[[str], Encoder], *, max_pixels: int = 90_000_000,
+                 database_url: str | None = None) -> VerifyReport:
     """Fix what ``verify_index`` finds, under the write lock; -> a fresh report of what is still wrong."""
-    idx = IndexDir(path)
-    before = verify_index(path)
+    idx = IndexDir(path, database_url)
+    before = verify_index(path, database_url)
     if before.ok or not any(p.repairable for p in before.problems):
         return before
     actions: list[str] = []
@@ -219,7 +220,7 @@ def repair_index(path: Path, encoder_factory: Callable[[str], Encoder], *, max_p
             actions.append("rewrote the vector files from the database: " + ", ".join(f"{len(i)} {m}" for m, i in indexes.items()))
         finally:
             store.close()
-    after = verify_index(path)
+    after = verify_index(path, database_url)
     after.repaired = actions
     for line in actions:
         log.info("repair: %s", line)

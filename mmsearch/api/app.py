@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
         if own:
             app.state.searcher = Searcher(
                 settings.index_dir, device=settings.device, threads=settings.effective_threads(), reload_interval=settings.reload_interval,
-                mmap=settings.mmap_index, faiss_device=settings.faiss_device,
+                mmap=settings.mmap_index, faiss_device=settings.faiss_device, database_url=settings.database(),
             )
             # load the model now, not on the first request; concurrent queries share batched model calls
             app.state.searcher.wrap_encoder(BatchingEncoder)

@@ -39,3 +39,7 @@ class ItemNotFoundError(MmsearchError):
 
 class SourceError(MmsearchError):
     """A folder or manifest to index cannot be read."""
+
+
+class EngineError(MmsearchError):
+    """The distributed indexing engine (Ray) cannot be reached or failed while embedding."""

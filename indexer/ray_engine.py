@@ -97,7 +97,7 @@ def shard_bounds(count: int, actors: int, batch_size: int) -> list[tuple[int, in
 def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
     """Fail in seconds, with the address in the message, when nothing listens there (Ray itself would
     retry for a minute and then report a GCS timeout)."""
-    if address == "auto":
+    if address in ("auto", "local"):  # Ray's own words for "find the cluster on this machine" / "start one"
         return
     host, sep, port = address.split("://", 1)[-1].rpartition(":")
     if not sep or not host or not port.isdigit():
@@ -171,16 +171,18 @@ class RayEngine:
     def _connect(self):
         ray = import_ray()
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        if self.address:
-            check_reachable(self.address)
+        address = self.address or os.environ.get("RAY_ADDRESS") or None
+        if address:
+            check_reachable(address)
         if ray.is_initialized():  # this process already talks to a cluster (a notebook, a test): use it
             return ray
         try:
-            ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=log.isEnabledFor(logging.INFO),
-                     **({} if self.address else {"include_dashboard": False}))
+            # no address: the cluster `ray start` runs on this machine, else a new one for this run
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+                     log_to_driver=log.isEnabledFor(logging.INFO))
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise EngineError(f"cannot connect to the Ray cluster at {self.address or 'this machine'}: {first}") from exc
+            raise EngineError(f"cannot connect to the Ray cluster at {address or 'this machine'}: {first}") from exc
         self._connected_here = True
         return ray
 

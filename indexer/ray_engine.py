@@ -208,8 +208,10 @@ class RayEngine:
         return self.model
 
     def embed(self, encoder: RemoteModel, items: Sequence[SourceItem], *, batch_size: int, workers: int,
-                      max_pixels: int) -> Iterator[EmbeddedBatch]:
-        """The embed stage: shards go to the actors; their batches come back in item order."""
+              max_pixels: int) -> Iterator[EmbeddedBatch]:
+        """The embed stage: shards go to the actors; their batches come back in item order. ``workers``
+        (decode processes beside a local model) gives way to the actor plan: each actor decodes with its
+        own share of the CPUs."""
         if not items:
             return
         if not self.actors:

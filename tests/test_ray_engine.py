@@ -64,7 +64,7 @@ def _run_on_ray(source, index_dir, engine: RayEngine):
 @pytest.mark.ray
 def test_ray_index_equals_local_index_and_reruns_incrementally(tmp_path, ray_cluster, tiny_encoder):
     root = tmp_path / "corpus"
-    _corpus_with_broken_image(root)
+    files = _corpus_with_broken_image(root)
     local = run_index(root, tmp_path / "local", tiny_encoder)
 
     engine = RayEngine(device="cpu", batch_size=4)
@@ -85,10 +85,17 @@ def test_ray_index_equals_local_index_and_reruns_incrementally(tmp_path, ray_clu
 
     with engine:  # the same actors, the model already loaded
         again = _run_on_ray(root, tmp_path / "ray", engine)
+        assert (again.embedded, again.unchanged, again.removed) == (0, 9, 0)
+        assert again.failures == report.failures  # the unreadable file is retried and reported again
+        assert {k: i for k, (i, _) in _stored(tmp_path / "ray").items()} == {k: i for k, (i, _) in by_ray.items()}
+
+        files["sea"].write_text("A quiet harbour at dawn.", encoding="utf-8")
+        changed = _run_on_ray(root, tmp_path / "ray", engine)
     assert not engine.actors
-    assert (again.embedded, again.unchanged, again.removed) == (0, 9, 0)
-    assert again.failures == report.failures  # the unreadable file is retried and reported again
-    assert {k: i for k, (i, _) in _stored(tmp_path / "ray").items()} == {k: i for k, (i, _) in by_ray.items()}
+    assert (changed.added, changed.reembedded, changed.unchanged) == (0, 1, 8)
+    sea_id, sea_vector = _stored(tmp_path / "ray")[str(files["sea"])]
+    assert sea_id == by_ray[str(files["sea"])][0]  # re-embedded under its old id
+    assert float(sea_vector @ tiny_encoder.encode_texts(["A quiet harbour at dawn."])[0]) > 0.999
 
 
 @pytest.mark.ray

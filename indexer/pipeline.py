@@ -15,8 +15,9 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
+import numpy as np
 from tqdm import tqdm
 
 from indexer.fastpath import split_transform
@@ -102,6 +103,46 @@ def make_plan(result: ScanResult, existing: dict[str, ItemRecord]) -> Plan:
     return plan
 
 
+@dataclass
+class EmbeddedBatch:
+    """Vectors for some of the items handed to an embed stage, and the items that could not be embedded."""
+
+    positions: list[int]  # positions (in the item list given to the stage) of the rows of ``vectors``
+    vectors: np.ndarray  # float32 [len(positions), dim], rows L2-normalised
+    failures: list[tuple[int, str]] = field(default_factory=list)  # (position, reason)
+
+
+class EmbedStage(Protocol):
+    """Embeds a run's items and yields them batch by batch, in order of position; the caller writes them.
+
+    The default runs in this process (:func:`embed_batches`); indexer.ray_engine spreads the work over a
+    Ray cluster. Either way one writer assigns ids, so ids and metadata do not depend on the engine."""
+
+    def __call__(self, encoder: Encoder, items: Sequence[SourceItem], *, batch_size: int, workers: int,
+                 max_pixels: int) -> Iterable[EmbeddedBatch]: ...
+
+
+def embed_batches(encoder: Encoder, items: Sequence[SourceItem], *, batch_size: int, workers: int,
+                  max_pixels: int) -> Iterator[EmbeddedBatch]:
+    """Embed the texts among ``items``, then the images (decoded in ``workers`` processes), a batch at a
+    time. An image that cannot be decoded comes back as a failure with its reason, never as a vector."""
+    texts = [p for p, item in enumerate(items) if item.modality == "text"]
+    images = [p for p, item in enumerate(items) if item.modality == "image"]
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start : start + batch_size]
+        yield EmbeddedBatch(chunk, encoder.encode_texts([items[p].text for p in chunk]))
+    if not images:
+        return
+    stages = split_transform(encoder.image_transform)
+    for batch in decode_batches(
+        [items[p].path for p in images], stages.worker,
+        batch_size=batch_size, workers=workers, max_pixels=max_pixels, target_size=_draft_size(encoder),
+        pin_memory=getattr(encoder, "device", "cpu") == "cuda",
+    ):
+        vectors = encoder.encode_image_tensors(stages.finish(batch.pixels)) if batch.positions else np.zeros((0, encoder.dim), np.float32)
+        yield EmbeddedBatch([images[p] for p in batch.positions], vectors, [(images[p], reason) for p, reason in batch.failures])
+
+
 def _new_item(item: SourceItem, item_id: int | None) -> NewItem:
     return NewItem(item.key, item.modality, item.path, item.sha256, item.size, item.mtime, item.text, item.meta, item_id)
 
@@ -127,13 +168,16 @@ def index_source(
     recall_target: float | None = None,
     flat_threshold: int | None = None,
     database_url: str | None = None,
+    embed_stage: EmbedStage | None = None,
 ) -> IndexReport:
     """Index ``source`` into ``index_dir``. ``encoder_factory(spec)`` loads the model only if needed.
 
     ``catalogue`` reads the manifest(s) as product catalogues even without sku + title columns.
     ``index_type``/``recall_target`` change the index's vector index choice (kept for later runs);
     ``flat_threshold`` is the count below which ``auto`` keeps exact search (see mmsearch.ann);
-    ``database_url`` keeps the metadata in that database instead of the directory's items.sqlite."""
+    ``database_url`` keeps the metadata in that database instead of the directory's items.sqlite;
+    ``embed_stage`` replaces in-process embedding (e.g. indexer.ray_engine), with ``encoder_factory``
+    then returning whatever that stage needs (the manifest only reads ``model_id`` and ``dim``)."""
     ann_options = AnnOptions(
         index_type or "auto", recall_target or 0.95, DEFAULT_FLAT_THRESHOLD if flat_threshold is None else flat_threshold
     ).check()
@@ -154,7 +198,7 @@ def index_source(
         store = idx.open_store()
         try:
             return _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started,
-                        catalogue, ann_options, explicit)
+                        catalogue, ann_options, explicit, embed_stage)
         finally:
             store.close()
 
@@ -170,7 +214,7 @@ def _apply_ann_options(manifest, options: AnnOptions, explicit: tuple[bool, bool
 
 
 def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started,
-         catalogue, ann_options, explicit) -> IndexReport:
+         catalogue, ann_options, explicit, embed_stage=None) -> IndexReport:
     existing = {r.key: r for r in store.all_items()}
 
     def known_hash(key: str, size: int, mtime: float) -> str | None:
@@ -195,29 +239,18 @@ def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, worker
     writer.delete(plan.deletes)
     report.moved, report.updated, report.removed = len(plan.moves), len(plan.updates), len(plan.deletes)
 
-    texts = [(item, item_id) for item, item_id in plan.embed if item.modality == "text"]
-    images = [(item, item_id) for item, item_id in plan.embed if item.modality == "image"]
-    with _progress(len(plan.embed), progress) as bar:
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start : start + batch_size]
-            vectors = encoder.encode_texts([item.text for item, _ in chunk])
-            writer.add([_new_item(item, item_id) for item, item_id in chunk], vectors)
-            _count(report, chunk)
-            bar.update(len(chunk))
-        broken: list[ItemRecord] = []
-        stages = split_transform(encoder.image_transform) if images else None
-        for batch in decode_batches(
-            [item.path for item, _ in images], stages.worker if stages else None,
-            batch_size=batch_size, workers=workers, max_pixels=max_pixels, target_size=_draft_size(encoder),
-            pin_memory=getattr(encoder, "device", "cpu") == "cuda",
+    todo = [(item, item_id) for item, item_id in plan.embed if item.modality == "text"]
+    todo += [(item, item_id) for item, item_id in plan.embed if item.modality == "image"]
+    broken: list[ItemRecord] = []
+    with _progress(len(todo), progress) as bar:
+        for batch in (embed_stage or embed_batches)(
+            encoder, [item for item, _ in todo], batch_size=batch_size, workers=workers, max_pixels=max_pixels
         ):
-            chunk = [images[p] for p in batch.positions]
-            if chunk:
-                vectors = encoder.encode_image_tensors(stages.finish(batch.pixels))
-                writer.add([_new_item(item, item_id) for item, item_id in chunk], vectors)
-                _count(report, chunk)
+            chunk = [todo[p] for p in batch.positions]
+            writer.add([_new_item(item, item_id) for item, item_id in chunk], batch.vectors)
+            _count(report, chunk)
             for position, reason in batch.failures:
-                item, item_id = images[position]
+                item, item_id = todo[position]
                 report.failures.append((item.key, reason))
                 if item_id is not None:  # the file changed into something unreadable: its old vector is stale
                     broken.append(existing[item.key])

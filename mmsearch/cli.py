@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -81,22 +82,30 @@ def main(verbose: int) -> None:
 )
 @click.option("--recall-target", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
               help="recall@10 against exact search that approximate search is tuned to keep [default 0.95].")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Embed in this process, or in Ray actors (one per GPU, else per CPU slot) of a Ray cluster.")
+@click.option("--address", default=None,
+              help="With --engine ray: the cluster's HOST:PORT (as `ray start --head` prints) [default: $RAY_ADDRESS, "
+                   "else a Ray instance on this machine, started for the run if none runs].")
 def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int | None, workers: int | None, device: str | None,
-          catalogue: bool, index_type: str | None, recall_target: float | None) -> None:
+          catalogue: bool, index_type: str | None, recall_target: float | None, engine: str, address: str | None) -> None:
     """Index (or update the index of) a folder, a JSONL/CSV manifest, or a product catalogue."""
     from indexer.pipeline import index_source
-    from mmsearch.encoders import load_encoder
     from mmsearch.threads import configure_batch
 
+    if address is not None and engine != "ray":
+        raise click.UsageError("--address needs --engine ray")
     s = _settings(index_dir=index_dir, batch_size=batch_size, workers=workers, device=device)
     configure_batch(s.threads)
-    report = index_source(
-        path, s.index_dir,
-        lambda spec: load_encoder(spec, s.device, s.batch_size, s.effective_threads(), s.precision),
-        model_spec=model, default_model=s.model, batch_size=s.batch_size, workers=s.workers, max_pixels=s.max_image_pixels,
-        catalogue=catalogue,
-        index_type=index_type, recall_target=recall_target, flat_threshold=s.ann_threshold, database_url=s.database(),
-    )
+    with _embedding_engine(engine, address, s) as (encoder_factory, embed_stage):
+        report = index_source(
+            path, s.index_dir,
+            encoder_factory,
+            model_spec=model, default_model=s.model, batch_size=s.batch_size, workers=s.workers, max_pixels=s.max_image_pixels,
+            catalogue=catalogue,
+            index_type=index_type, recall_target=recall_target, flat_threshold=s.ann_threshold, embed_stage=embed_stage,
+            database_url=s.database(),
+        )
     click.echo(
         f"indexed {report.source} -> {report.index_dir} in {report.seconds:.1f}s: "
         f"{report.added} added, {report.reembedded} re-embedded, {report.moved} moved, {report.updated} updated, "
@@ -105,6 +114,21 @@ def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int
     )
     for key, reason in report.failures:
         click.echo(f"  skipped {key}: {reason}", err=True)
+
+
+@contextlib.contextmanager
+def _embedding_engine(engine: str, address: str | None, s: Settings):
+    """(model loader, embed stage) for index_source: the model in this process, or Ray actors.
+    The local engine never imports Ray."""
+    if engine == "ray":
+        from indexer.ray_engine import RayEngine
+
+        with RayEngine(address, device=s.device, precision=s.precision, batch_size=s.batch_size, workers=s.workers) as ray_engine:
+            yield ray_engine.load_encoder, ray_engine.embed
+        return
+    from mmsearch.encoders import load_encoder
+
+    yield (lambda spec: load_encoder(spec, s.device, s.batch_size, s.effective_threads(), s.precision)), None
 
 
 @main.command()

@@ -43,3 +43,7 @@ class SourceError(MmsearchError):
 
 class DatabaseUnavailableError(MmsearchError):
     """The metadata database (MMSEARCH_DATABASE_URL) cannot be reached or refuses the connection."""
+
+
+class EngineError(MmsearchError):
+    """The distributed indexing engine (Ray) cannot be reached or failed while embedding."""

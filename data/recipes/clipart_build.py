@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def build_clipart(opts: ClipartOptions) -> dict:
             counts["no_caption"] += 1
             continue
         out_rel = Path("images") / "clipart" / rel
-        status = write_unique(lambda: picture_from_png_or_svg(png, svg, opts.size), opts.out / out_rel, seen, opts.force)
+        status = write_unique(partial(picture_from_png_or_svg, png, svg, opts.size), opts.out / out_rel, seen, opts.force)
         if status != "ok":
             counts["render_failures" if status == "failed" else "duplicates_dropped"] += 1
             log.debug("skip %s: %s", rel, status)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,7 @@ def build_stamps(opts: StampsOptions) -> dict:
         # unreadable files are counted as render failures and skipped.
         png, svg = _picture_file(stamp, ".png"), _picture_file(stamp, ".svg")
         out_rel = Path("images") / "stamps" / rel.with_suffix(".png")
-        status = write_unique(lambda: picture_from_png_or_svg(png, svg, opts.size), opts.out / out_rel, seen, opts.force)
+        status = write_unique(partial(picture_from_png_or_svg, png, svg, opts.size), opts.out / out_rel, seen, opts.force)
         if status != "ok":
             counts["render_failures" if status == "failed" else "duplicates_dropped"] += 1
             log.debug("skip %s: %s", rel, status)

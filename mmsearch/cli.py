@@ -324,19 +324,22 @@ def train(source, val, model, out, epochs, batch_size, lr, lock_image, unlock_im
 @click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Also write the results as JSON.")
 @click.option("--index-dir", type=click.Path(path_type=Path), default=None, help="Keep the evaluation indexes here (one subfolder per model) [default: a temp dir].")
 @click.option("--batch-size", type=int, default=None, help="Items per encoder batch.")
+@click.option("--by", "by", default=None, help="Also report recall per value of this manifest column (e.g. category).")
 @device_option
-def eval_command(manifest, model, baseline, ks, json_out, index_dir, batch_size, device) -> None:
+def eval_command(manifest, model, baseline, ks, json_out, index_dir, batch_size, by, device) -> None:
     """Recall@k (text->image and image->text) through the index and search path."""
-    from mmsearch.train.evaluate import default_encoder_factory, evaluate, format_table, parse_ks
+    from mmsearch.train.evaluate import default_encoder_factory, evaluate, format_breakdown, format_table, parse_ks
 
     s = _settings(device=device, batch_size=batch_size)
     specs = [model or s.model] + ([baseline] if baseline else [])
     result = evaluate(
         manifest, specs, ks=parse_ks(ks), index_dir=index_dir,
         encoder_factory=default_encoder_factory(s.device, s.batch_size, s.effective_threads()), batch_size=s.batch_size,
-        workers=min(s.workers, 1),
+        workers=min(s.workers, 1), by=by,
     )
     click.echo(format_table(result))
+    if by:
+        click.echo(format_breakdown(result))
     if json_out:
         json_out.write_text(json.dumps(result, indent=2), encoding="utf-8")
 

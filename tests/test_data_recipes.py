@@ -18,6 +18,7 @@ from clipart_meta import (  # noqa: E402
     playing_card_caption,
 )
 from manifests import ManifestError, validate_emoji_splits  # noqa: E402
+from stamps_meta import first_sentence, name_caption, read_english_description, stamp_captions  # noqa: E402
 from splits import TEST_CONCEPTS, TRAIN, VAL, concept_key, concept_split, normalize_hexcode, pick_stable  # noqa: E402
 from textclean import (  # noqa: E402
     clean_caption,
@@ -206,3 +207,34 @@ def test_validate_emoji_splits_rejects_shared_concepts_and_leaked_style(tmp_path
     missing = {TRAIN: [{**_row(tmp_path, "d", "noto"), "image": "../images/nope.png"}]}
     with pytest.raises(ManifestError, match="missing image"):
         validate_emoji_splits(mdir, missing, "openmoji")
+
+
+def test_stamp_description_first_english_line_skips_translations(tmp_path):
+    txt = tmp_path / "frog.txt"
+    txt.write_text("\nA frog.\nach.utf8=Ogwalogwal\naf.utf8='n Padda.\n", encoding="utf-8")
+    assert read_english_description(txt) == "A frog."
+    only_translations = tmp_path / "x.txt"
+    only_translations.write_text("fr.utf8=Une grenouille.\n", encoding="utf-8")
+    assert read_english_description(only_translations) == ""
+    assert read_english_description(tmp_path / "missing.txt") == ""
+
+
+@pytest.mark.parametrize(
+    ("description", "expected"),
+    [
+        ("A frog.", "A frog"),
+        ("A \u201cStop\u201d sign. Stop here, then go when it\u2019s your turn.", "A Stop sign"),
+        ("\u2013 Because a brain is a terrible thing to waste\u2026", "Because a brain is a terrible thing to waste"),
+        ("Say cheese!", "Say cheese"),
+    ],
+)
+def test_stamp_caption_is_the_first_sentence(description, expected):
+    assert first_sentence(description) == expected
+
+
+def test_stamp_alternatives_are_file_name_description_and_folders():
+    primary, alts = stamp_captions("A US 25 cent piece ($.25) called a quarter. Worth 25 cents.", "025quarter", ["symbols", "money", "us"])
+    assert primary == "A US 25 cent piece ($.25) called a quarter"
+    assert alts == ["quarter", "A US 25 cent piece ($.25) called a quarter. Worth 25 cents", "us", "money", "symbols"]
+    assert name_caption("frog-1") == "frog" and name_caption("helmeted_guineafowl") == "helmeted guineafowl"
+    assert stamp_captions("", "frog", ["animals"]) is None

@@ -13,7 +13,7 @@ from torchvision import transforms as T
 
 from mmsearch.cli import main
 from mmsearch.encoders.base import l2_normalise
-from mmsearch.train.evaluate import evaluate, format_table, parse_ks
+from mmsearch.train.evaluate import evaluate, format_breakdown, format_table, parse_ks
 from mmsearch.errors import ConfigError
 from shapes import COLOURS, draw_shape
 
@@ -114,6 +114,30 @@ def test_concept_relevance_counts_any_image_of_the_concept(tmp_path):
     manifest = colour_manifest(tmp_path / "data", per_colour=3)
     result = evaluate(manifest, ["oracle"], ks=(1,), encoder_factory=oracle_factory)
     assert result["models"][0]["text_to_image"]["R@1"] == 1.0
+
+
+def test_by_column_scores_each_category_on_its_own_queries(tmp_path):
+    """'cool' rows carry each other's colour names (green <-> blue), so the oracle misses exactly those:
+    the breakdown must show warm perfect, cool zero, and the overall recall in between."""
+    manifest = colour_manifest(tmp_path / "data")
+    swapped_names = {"green": "blue", "blue": "green"}
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    for row in rows:
+        colour = row["concept"]
+        row["category"] = "cool" if colour in swapped_names else "warm"
+        row["text"] = row["text"].replace(colour, swapped_names.get(colour, colour))
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    result = evaluate(manifest, ["oracle"], ks=(1, 2), encoder_factory=oracle_factory, by="category")
+    model = result["models"][0]
+    warm, cool = model["by_label"]["warm"], model["by_label"]["cool"]
+    assert (warm["text_queries"], warm["image_queries"], cool["text_queries"], cool["image_queries"]) == (4, 4, 4, 4)
+    assert warm["text_to_image"] == warm["image_to_text"] == {"R@1": 1.0, "R@2": 1.0}
+    assert cool["text_to_image"] == cool["image_to_text"] == {"R@1": 0.0, "R@2": 0.0}
+    assert model["text_to_image"] == model["image_to_text"] == {"R@1": 0.5, "R@2": 0.5}
+    table = format_breakdown(result)
+    assert table.splitlines()[0].startswith("category") and "cool" in table and "0.00/0.00" in table
+    with pytest.raises(ConfigError):
+        evaluate(manifest, ["oracle"], ks=(1,), encoder_factory=oracle_factory, by="no_such_column")
 
 
 def test_parse_ks():

@@ -1,10 +1,10 @@
 """Build the mmsearch training/evaluation corpora from packages fetched by name.
 
-    python data/recipes/build.py [--out DIR] [--only emoji,clipart] [--cache DIR]
+    python data/recipes/build.py [--out DIR] [--only emoji,clipart,stamps] [--cache DIR]
 
-Writes OUT/images/... and OUT/manifests/{train,val,test_concepts,test_style}.jsonl (+ clip-art
-manifests), OUT/manifests/stats.json, and the marker files DONE (emoji part complete and validated)
-and CLIPART_DONE. See data/recipes/README.md.
+Writes OUT/images/... and OUT/manifests/{train,val,test_concepts,test_style}.jsonl (+ clip-art and
+stamps manifests), OUT/manifests/stats.json, and the marker files DONE (emoji part complete and
+validated), CLIPART_DONE and STAMPS_DONE. See data/recipes/README.md.
 """
 from __future__ import annotations
 
@@ -19,17 +19,18 @@ sys.path.insert(0, str(HERE))
 
 from clipart_build import ClipartOptions, build_clipart  # noqa: E402
 from emoji_build import EmojiOptions, build_emoji  # noqa: E402
+from stamps_build import StampsOptions, build_stamps  # noqa: E402
 from manifests import write_json  # noqa: E402
 
 log = logging.getLogger("recipes")
-PARTS = ("emoji", "clipart")
+PARTS = ("emoji", "clipart", "stamps")
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=HERE.parent / "build", help="output directory (default data/build)")
     p.add_argument("--cache", type=Path, default=None, help="package cache (default OUT/cache)")
-    p.add_argument("--only", default=",".join(PARTS), help="comma separated parts: emoji,clipart")
+    p.add_argument("--only", default=",".join(PARTS), help="comma separated parts: emoji,clipart,stamps")
     p.add_argument("--size", type=int, default=224, help="side of the square output images in px")
     p.add_argument("--skin-tones", type=int, default=1, help="skin-tone variants per concept and style")
     p.add_argument("--clipart-limit", type=int, default=0, help="use at most N clip-art files (0 = all)")
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     if "clipart" in parts:
         _build_part("clipart", "CLIPART_DONE", "clip-art manifests complete", manifest_dir, t0, lambda: build_clipart(
             ClipartOptions(out=out, cache=cache, size=args.size, limit=args.clipart_limit, force=args.force)))
+    if "stamps" in parts:
+        _build_part("stamps", "STAMPS_DONE", "stamps manifests complete", manifest_dir, t0, lambda: build_stamps(
+            StampsOptions(out=out, cache=cache, size=args.size, force=args.force)))
     return 0
 
 

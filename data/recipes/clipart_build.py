@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 
 from clipart_meta import clipart_captions, collection_titles, parse_metadata
 from fetch import fetch_deb
 from manifests import summarize, write_jsonl
-from raster import MAX_DECODE_PIXELS, RasterError, content_hash, load_raster, normalize, png_pixels, render_svg, save_png
+from raster import picture_from_png_or_svg, write_unique
 from splits import SPLIT_SALT, stable_fraction
 
 log = logging.getLogger(__name__)
@@ -42,18 +43,6 @@ def _skipped(rel: Path) -> bool:
     return any(folder == s or folder.startswith(s + "/") for s in SKIPPED_FOLDERS)
 
 
-def _picture(png: Path, svg: Path, size: int):
-    """The PNG if it is of sane size, otherwise the SVG rendered directly at the target size."""
-    if png.is_file() and png_pixels(png) <= MAX_DECODE_PIXELS:
-        img = load_raster(png)
-        if max(img.size) > 4 * size:
-            img.thumbnail((4 * size, 4 * size))
-        return normalize(img, size)
-    if svg.is_file():
-        return normalize(render_svg(svg.read_bytes(), 2 * size), size)
-    raise RasterError(f"no usable picture for {png.name}")
-
-
 def build_clipart(opts: ClipartOptions) -> dict:
     """Write images/clipart/**.png and manifests/{train,test}_clipart.jsonl; returns the stats section."""
     t0 = time.monotonic()
@@ -78,24 +67,11 @@ def build_clipart(opts: ClipartOptions) -> dict:
             counts["no_caption"] += 1
             continue
         out_rel = Path("images") / "clipart" / rel
-        out_path = opts.out / out_rel
-        try:
-            reuse = out_path.is_file() and not opts.force
-            img = load_raster(out_path) if reuse else _picture(png, svg, opts.size)
-        except (RasterError, OSError, ValueError) as exc:
-            counts["render_failures"] += 1
-            log.debug("skip %s: %s", rel, exc)
+        status = write_unique(partial(picture_from_png_or_svg, png, svg, opts.size), opts.out / out_rel, seen, opts.force)
+        if status != "ok":
+            counts["render_failures" if status == "failed" else "duplicates_dropped"] += 1
+            log.debug("skip %s: %s", rel, status)
             continue
-        if img is None:
-            counts["render_failures"] += 1
-            continue
-        digest = content_hash(img)
-        if digest in seen:
-            counts["duplicates_dropped"] += 1
-            continue
-        seen.add(digest)
-        if not reuse:
-            save_png(img, out_path)
         concept = f"clipart:{rel.with_suffix('').as_posix()}"
         rows[clipart_split(concept, opts.test_fraction)].append(
             {

@@ -9,6 +9,7 @@ import hashlib
 import io
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import cairosvg
@@ -113,12 +114,46 @@ def normalize(img: Image.Image, size: int) -> Image.Image | None:
     return square_fit(trimmed, size)
 
 
+def picture_from_png_or_svg(png: Path | None, svg: Path | None, size: int) -> Image.Image | None:
+    """The PNG normalised if it exists and is of sane size, otherwise the SVG rendered directly at the
+    target size (None for a blank picture)."""
+    if png is not None and png.is_file() and png_pixels(png) <= MAX_DECODE_PIXELS:
+        img = load_raster(png)
+        if max(img.size) > 4 * size:
+            img.thumbnail((4 * size, 4 * size))
+        return normalize(img, size)
+    if svg is not None and svg.is_file():
+        return normalize(render_svg(svg.read_bytes(), 2 * size), size)
+    raise RasterError("neither a usable PNG nor an SVG")
+
+
 def content_hash(img: Image.Image) -> str:
     """sha256 of the decoded pixels (not of the PNG bytes, which depend on the encoder)."""
     h = hashlib.sha256()
     h.update(f"{img.mode}{img.size}".encode())
     h.update(img.tobytes())
     return h.hexdigest()
+
+
+def write_unique(make: Callable[[], Image.Image | None], path: Path, seen: set[str], force: bool = False) -> str:
+    """Render a picture to `path` unless it is a pixel duplicate of one in `seen` (updated).
+
+    `make` is only called when `path` does not exist from an earlier run (or `force`). Returns
+    "ok", "duplicate" or "failed" (unreadable, too large or blank), so a build can count them."""
+    reuse = path.is_file() and not force
+    try:
+        img = load_raster(path) if reuse else make()
+    except (RasterError, OSError, ValueError):
+        return "failed"
+    if img is None:
+        return "failed"
+    digest = content_hash(img)
+    if digest in seen:
+        return "duplicate"
+    seen.add(digest)
+    if not reuse:
+        save_png(img, path)
+    return "ok"
 
 
 def save_png(img: Image.Image, path: Path) -> None:

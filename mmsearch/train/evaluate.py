@@ -3,7 +3,8 @@
 The manifest's images and its unique captions are indexed with :func:`indexer.pipeline.index_source`
 into an index directory, then queried with :class:`mmsearch.search.Searcher`: text -> image with every
 unique caption, image -> text with every image's stored vector. Relevance is by ``concept`` when the
-manifest has one (any image of the concept answers its captions) and by row otherwise.
+manifest has one (any image of the concept answers its captions) and by row otherwise. With ``by`` (a
+manifest column such as ``category``) the same queries are also scored per value of that column.
 """
 
 from __future__ import annotations
@@ -38,15 +39,24 @@ class EvalSet:
     image_groups: list[str]
     captions: list[str]
     caption_groups: list[set[str]]
+    image_labels: list[str] | None = None  # the ``by`` column of each image, for a per-value breakdown
+    caption_labels: list[str] | None = None  # that of the first image a caption describes
 
     @classmethod
-    def from_manifest(cls, manifest: Path) -> "EvalSet":
+    def from_manifest(cls, manifest: Path, by: str | None = None) -> "EvalSet":
         examples = load_examples(manifest)
         groups = group_keys(examples)
         by_caption: dict[str, set[str]] = {}
         for ex, g in zip(examples, groups):
             by_caption.setdefault(ex.caption, set()).add(g)
-        return cls([ex.image_path for ex in examples], groups, list(by_caption), list(by_caption.values()))
+        data = cls([ex.image_path for ex in examples], groups, list(by_caption), list(by_caption.values()))
+        if by:
+            data.image_labels = _column_labels(examples, by, manifest)
+            first_label: dict[str, str] = {}
+            for ex, label in zip(examples, data.image_labels):
+                first_label.setdefault(ex.caption, label)
+            data.caption_labels = [first_label[c] for c in data.captions]
+        return data
 
     def write_items(self, path: Path) -> Path:
         """The index source: one image row per image, one text row per unique caption, tagged for scoring."""
@@ -69,6 +79,14 @@ class ModelScores:
     seconds: float
     index_dir: str | None = None
     failures: list[tuple[str, str]] = field(default_factory=list)
+    by_label: dict[str, dict] = field(default_factory=dict)
+
+
+def _column_labels(examples, column: str, manifest: Path) -> list[str]:
+    labels = [ex.meta.get(column) for ex in examples]
+    if all(label in (None, "") for label in labels):
+        raise ConfigError(f"--by {column}: no row of {manifest} has a {column!r} column")
+    return [str(label) if label not in (None, "") else "(none)" for label in labels]
 
 
 def parse_ks(text: str) -> tuple[int, ...]:
@@ -87,8 +105,22 @@ def _recall(hit_lists: list[list[bool]], ks: Sequence[int]) -> dict[str, float]:
     return {f"R@{k}": float(np.mean([any(h[:k]) for h in hit_lists])) for k in ks}
 
 
-def score_index(searcher, data: EvalSet, ks: Sequence[int]) -> tuple[dict[str, float], dict[str, float]]:
-    """-> (text->image recalls, image->text recalls) by querying ``searcher``."""
+def _recall_by_label(t2i: list[list[bool]], i2t: list[list[bool]], i2t_images: list[int], data: EvalSet, ks: Sequence[int]) -> dict[str, dict]:
+    """Recall per value of the ``by`` column: text queries by their caption's label, image queries by the image's."""
+    if data.image_labels is None or data.caption_labels is None:
+        return {}
+    image_labels = [data.image_labels[i] for i in i2t_images]
+    out: dict[str, dict] = {}
+    for label in sorted(set(data.image_labels)):
+        text_hits = [h for h, lab in zip(t2i, data.caption_labels) if lab == label]
+        image_hits = [h for h, lab in zip(i2t, image_labels) if lab == label]
+        out[label] = {"text_queries": len(text_hits), "image_queries": len(image_hits),
+                      "text_to_image": _recall(text_hits, ks), "image_to_text": _recall(image_hits, ks)}
+    return out
+
+
+def score_index(searcher, data: EvalSet, ks: Sequence[int]) -> tuple[dict[str, float], dict[str, float], dict[str, dict]]:
+    """-> (text->image recalls, image->text recalls, both per ``by`` label or {}) by querying ``searcher``."""
     kmax = max(ks)
     t2i: list[list[bool]] = []
     for start in range(0, len(data.captions), QUERY_CHUNK):
@@ -98,14 +130,16 @@ def score_index(searcher, data: EvalSet, ks: Sequence[int]) -> tuple[dict[str, f
             t2i.append([data.image_groups[int(h.metadata["eval_image"])] in data.caption_groups[j] for h in hits])
     images = [r for r in searcher.store.all_items() if r.modality == "image"]
     i2t: list[list[bool]] = []
+    i2t_images: list[int] = []
     for start in range(0, len(images), QUERY_CHUNK):
         records = images[start : start + QUERY_CHUNK]
         vectors = searcher.store.vectors_for([r.id for r in records])
         results = searcher.search_vectors(np.stack([vectors[r.id] for r in records]), "text", kmax)
         for record, hits in zip(records, results):
-            group = data.image_groups[int(record.meta["eval_image"])]
+            i2t_images.append(int(record.meta["eval_image"]))
+            group = data.image_groups[i2t_images[-1]]
             i2t.append([group in data.caption_groups[int(h.metadata["eval_text"])] for h in hits])
-    return _recall(t2i, ks), _recall(i2t, ks)
+    return _recall(t2i, ks), _recall(i2t, ks), _recall_by_label(t2i, i2t, i2t_images, data, ks)
 
 
 def evaluate_model(
@@ -128,11 +162,11 @@ def evaluate_model(
     encoder = loaded["encoder"] if "encoder" in loaded else encoder_factory(spec)  # an up-to-date index loads no model
     searcher = Searcher(index_dir, encoder, reload_interval=0)
     try:
-        t2i, i2t = score_index(searcher, data, ks)
+        t2i, i2t, by_label = score_index(searcher, data, ks)
         model_id = searcher.info()["model_id"]
     finally:
         searcher.close()
-    return ModelScores(spec, model_id, t2i, i2t, len(data.captions), len(data.image_paths), round(time.monotonic() - started, 1), str(index_dir), report.failures)
+    return ModelScores(spec, model_id, t2i, i2t, len(data.captions), len(data.image_paths), round(time.monotonic() - started, 1), str(index_dir), report.failures, by_label)
 
 
 def default_encoder_factory(device: str, batch_size: int, threads: int) -> Callable[[str], object]:
@@ -177,9 +211,11 @@ def evaluate(
     encoder_factory: Callable[[str], object] | None = None,
     batch_size: int = 32,
     workers: int = 0,
+    by: str | None = None,
 ) -> dict:
-    """Score every model in ``specs`` on ``manifest``. ``index_dir`` keeps the indexes (one subfolder per model)."""
-    data = EvalSet.from_manifest(manifest)
+    """Score every model in ``specs`` on ``manifest``. ``index_dir`` keeps the indexes (one subfolder per model);
+    ``by`` names a manifest column to break the recalls down by (each model's ``by_label``)."""
+    data = EvalSet.from_manifest(manifest, by)
     factory = encoder_factory or default_encoder_factory("auto", batch_size, 0)
     with tempfile.TemporaryDirectory(prefix="mmsearch-eval-") as tmp:
         root = Path(index_dir) if index_dir else Path(tmp)
@@ -199,6 +235,7 @@ def evaluate(
         "images": len(data.image_paths),
         "captions": len(data.captions),
         "ks": list(ks),
+        "by": by,
         "models": [asdict(s) for s in scores],
     }
 
@@ -219,3 +256,22 @@ def format_table(result: dict) -> str:
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.append("  ".join(["model id".ljust(widths[0])] + [m["model_id"].ljust(w) for m, w in zip(models, widths[1:])]))
     return "\n".join(lines)
+
+
+def format_breakdown(result: dict) -> str:
+    """One row per ``by`` value: query counts, then each model's text->image and image->text recalls."""
+    models = result["models"]
+    if not result.get("by") or not models or not models[0]["by_label"]:
+        return ""
+    ks = result["ks"]
+    cut = "/".join(f"R@{k}" for k in ks)
+    headers = [result["by"], "texts", "images"] + [f"{m['spec']} {d} {cut}" for m in models for d in ("t->i", "i->t")]
+    rows = []
+    for label, first in models[0]["by_label"].items():
+        row = [label, str(first["text_queries"]), str(first["image_queries"])]
+        for m in models:
+            scores = m["by_label"][label]
+            row += ["/".join(f"{scores[d][f'R@{k}']:.2f}" for k in ks) for d in ("text_to_image", "image_to_text")]
+        rows.append(row)
+    widths = [max(len(r[i]) for r in [headers] + rows) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [headers] + rows)

@@ -40,6 +40,19 @@ def raw_db(index_dir) -> sqlite3.Connection:
     return conn
 
 
+def damage_file(path, damage: str):
+    """Truncate it to half, flip one byte near the end (same size), or empty it."""
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "flip":
+        data[len(data) - 17] ^= 0xFF  # same size, one vector component changed
+    else:
+        data = bytearray()
+    path.write_bytes(bytes(data))
+    return path
+
+
 def factory_of(encoder):
     return lambda spec: encoder
 
@@ -55,15 +68,7 @@ def test_manifest_records_a_checksum_per_vector_file(indexed):
 @pytest.mark.parametrize("damage", ["truncate", "flip", "empty"])
 def test_damaged_vector_file_fails_to_open_naming_it(indexed, tiny_encoder, damage):
     _, _, index_dir, _ = indexed
-    path = vector_file(index_dir)
-    data = bytearray(path.read_bytes())
-    if damage == "truncate":
-        data = data[: len(data) // 2]
-    elif damage == "flip":
-        data[len(data) - 17] ^= 0xFF  # same size, one vector component changed
-    else:
-        data = bytearray()
-    path.write_bytes(bytes(data))
+    path = damage_file(vector_file(index_dir), damage)
     with pytest.raises(IndexCorruptError, match=path.name):
         Searcher(index_dir, tiny_encoder)
     result = invoke("search", "x", "--index-dir", index_dir)
@@ -82,13 +87,7 @@ def test_memory_mapped_load_does_not_hash_the_vector_files(indexed, tiny_encoder
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_memory_mapped_load_still_refuses_a_damaged_file(indexed, tiny_encoder, damage):
     _, _, index_dir, _ = indexed
-    path = vector_file(index_dir)
-    data = bytearray(path.read_bytes())
-    if damage == "truncate":
-        data = data[: len(data) // 2]
-    else:
-        data[len(data) - 17] ^= 0xFF
-    path.write_bytes(bytes(data))
+    path = damage_file(vector_file(index_dir), damage)
     with pytest.raises(IndexCorruptError, match=path.name):
         Searcher(index_dir, tiny_encoder, mmap=True)
 

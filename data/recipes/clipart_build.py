@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import logging
 import time
-from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 
 from clipart_meta import clipart_captions, collection_titles, parse_metadata
 from fetch import fetch_deb
 from manifests import summarize, write_jsonl
-from raster import picture_from_png_or_svg, write_unique
+from raster import write_picture
 from splits import SPLIT_SALT, stable_fraction
 
 log = logging.getLogger(__name__)
@@ -67,10 +66,7 @@ def build_clipart(opts: ClipartOptions) -> dict:
             counts["no_caption"] += 1
             continue
         out_rel = Path("images") / "clipart" / rel
-        status = write_unique(partial(picture_from_png_or_svg, png, svg, opts.size), opts.out / out_rel, seen, opts.force)
-        if status != "ok":
-            counts["render_failures" if status == "failed" else "duplicates_dropped"] += 1
-            log.debug("skip %s: %s", rel, status)
+        if not write_picture(png, svg, opts.size, opts.out / out_rel, seen, opts.force, counts):
             continue
         concept = f"clipart:{rel.with_suffix('').as_posix()}"
         rows[clipart_split(concept, opts.test_fraction)].append(

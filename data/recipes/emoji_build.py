@@ -8,7 +8,7 @@ from pathlib import Path
 
 from emoji_sources import STYLE_SPECS, EmojiStyle, build_catalogue, select_images
 from fetch import FetchError, FetchedPackage, fetch_package
-from manifests import summarize, validate_emoji_splits, write_json, write_jsonl
+from manifests import summarize, validate_emoji_splits, write_jsonl
 from raster import RasterError, content_hash, load_raster, normalize, save_png
 from splits import TEST_CONCEPTS, TRAIN, VAL, concept_split
 

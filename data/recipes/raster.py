@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import struct
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import cairosvg
@@ -18,6 +20,8 @@ from PIL import Image, ImageChops
 # Decoding a PNG above this many pixels is refused by PIL (the caller then renders the SVG instead).
 MAX_DECODE_PIXELS = 40_000_000
 Image.MAX_IMAGE_PIXELS = MAX_DECODE_PIXELS
+
+log = logging.getLogger(__name__)
 
 
 class RasterError(RuntimeError):
@@ -154,6 +158,17 @@ def write_unique(make: Callable[[], Image.Image | None], path: Path, seen: set[s
     if not reuse:
         save_png(img, path)
     return "ok"
+
+
+def write_picture(png: Path | None, svg: Path | None, size: int, path: Path, seen: set[str], force: bool, counts: dict[str, int]) -> bool:
+    """``write_unique`` of the PNG (else the SVG) at ``size``, counting what was skipped in ``counts``
+    (``render_failures`` or ``duplicates_dropped``). -> True when the picture was kept."""
+    status = write_unique(partial(picture_from_png_or_svg, png, svg, size), path, seen, force)
+    if status == "ok":
+        return True
+    counts["render_failures" if status == "failed" else "duplicates_dropped"] += 1
+    log.debug("skip %s: %s", path.name, status)
+    return False
 
 
 def save_png(img: Image.Image, path: Path) -> None:

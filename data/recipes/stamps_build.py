@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from functools import partial
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from fetch import fetch_deb
 from manifests import summarize, write_jsonl
-from raster import picture_from_png_or_svg, write_unique
+from raster import write_picture
 from splits import SPLIT_SALT, stable_fraction
 from stamps_meta import read_english_description, stamp_captions
 from textclean import caption_key
@@ -86,10 +85,7 @@ def build_stamps(opts: StampsOptions) -> dict:
         # unreadable files are counted as render failures and skipped.
         png, svg = _picture_file(stamp, ".png"), _picture_file(stamp, ".svg")
         out_rel = Path("images") / "stamps" / rel.with_suffix(".png")
-        status = write_unique(partial(picture_from_png_or_svg, png, svg, opts.size), opts.out / out_rel, seen, opts.force)
-        if status != "ok":
-            counts["render_failures" if status == "failed" else "duplicates_dropped"] += 1
-            log.debug("skip %s: %s", rel, status)
+        if not write_picture(png, svg, opts.size, opts.out / out_rel, seen, opts.force, counts):
             continue
         concept = f"stamps:{caption_key(captions[0])}"
         rows.append(

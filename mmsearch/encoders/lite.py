@@ -228,7 +228,8 @@ def compute_class_text_embeddings(model: LiteDualEncoder, tokenizer) -> torch.Te
     return F.normalize(torch.cat(feats), dim=-1)
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """Where computed-once artefacts of the models live (class embeddings, compiled graphs)."""
     root = os.environ.get("MMSEARCH_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "mmsearch")
     return Path(root)
 
@@ -246,7 +247,7 @@ def cached_class_text_embeddings(model: LiteDualEncoder, tokenizer) -> torch.Ten
     An unwritable cache only costs the recomputation."""
     from safetensors.torch import load_file, save_file
 
-    path = _cache_dir() / f"lite-class-emb-{_class_embedding_key(model.cfg)}.safetensors"
+    path = cache_dir() / f"lite-class-emb-{_class_embedding_key(model.cfg)}.safetensors"
     if path.is_file():
         try:
             return load_file(str(path))["class_text_emb"]

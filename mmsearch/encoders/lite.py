@@ -164,6 +164,11 @@ class LiteDualEncoder(nn.Module):
         return self.text(trim_padding(tokens, self.text.config.pad_token_id))
 
     # --- joint space ---
+    @property
+    def embedding_dim(self) -> int:
+        """Width of a joint embedding, known from the config (no probe call through MiniLM at load)."""
+        return (TEXT_FEATURES if self.cfg.bridge_weight > 0 else 0) + (self.cfg.joint_dim if self.cfg.learned_weight > 0 else 0)
+
     def _join(self, bridge: torch.Tensor, learned: torch.Tensor) -> torch.Tensor:
         parts = []
         if self.cfg.bridge_weight > 0:

@@ -62,7 +62,8 @@ class TorchDualEncoder:
         if device == "cpu":
             # channels_last lets oneDNN pick faster convolution kernels on CPU; harmless for ViTs.
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.dim = int(self.encode_texts(["probe"]).shape[1])
+        # a model that knows its width saves a text-tower call at every load (and image-only runs never need one)
+        self.dim = int(getattr(self.model, "embedding_dim", 0) or self.encode_texts(["probe"]).shape[1])
 
     @property
     def image_transform(self) -> Callable[[Image.Image], torch.Tensor]:

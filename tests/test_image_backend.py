@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import numpy as np
 import pytest
@@ -11,8 +12,8 @@ from PIL import Image
 from bench.photos import make_photo
 from mmsearch.encoders import TEST_MODEL, load_encoder
 from mmsearch.encoders import openvino_tower
-from mmsearch.encoders.openvino_tower import ImageBackendError, resolve_image_backend
-from mmsearch.errors import ConfigError
+from mmsearch.encoders.openvino_tower import resolve_image_backend
+from mmsearch.errors import ConfigError, ImageBackendError
 from conftest import REPO
 
 HAVE_OPENVINO = importlib.util.find_spec("openvino") is not None
@@ -54,6 +55,25 @@ def test_auto_uses_torch_when_openvino_is_missing(monkeypatch):
     assert resolve_image_backend("auto", "mmsearch-lite", "cpu") == "torch"
     with pytest.raises(ImageBackendError, match="pip install"):
         resolve_image_backend("openvino", "mmsearch-lite", "cpu")
+
+
+def test_info_says_which_backend_would_run(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from conftest import make_corpus
+    from mmsearch.cli import main
+
+    make_corpus(tmp_path / "c", n_images=2)
+    args = ["index", str(tmp_path / "c"), "--index-dir", str(tmp_path / "idx"), "--model", TEST_MODEL, "--workers", "0"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    monkeypatch.setattr(openvino_tower, "openvino_available", lambda: False)
+    facts = json.loads(CliRunner().invoke(main, ["info", "--index-dir", str(tmp_path / "idx"), "--json"]).output)
+    assert facts["image_backend"].startswith("torch (MMSEARCH_IMAGE_BACKEND=auto")
+    monkeypatch.setattr(openvino_tower, "AUTO_MODELS", (TEST_MODEL,))
+    assert openvino_tower.image_backend_summary(TEST_MODEL, "auto", "cpu").startswith("torch")  # still no package
+    monkeypatch.setattr(openvino_tower, "openvino_available", lambda: True)
+    assert openvino_tower.image_backend_summary(TEST_MODEL, "auto", "cpu").startswith("openvino (MMSEARCH_IMAGE_BACKEND=auto")
+    assert openvino_tower.image_backend_summary(TEST_MODEL, "openvino", "cuda").startswith("unavailable")
 
 
 def test_auto_falls_back_to_torch_when_compiling_fails(monkeypatch, caplog):

@@ -1,20 +1,21 @@
 """The image tower (+ joint head) compiled by OpenVINO: the fast CPU path for indexing.
 
-Why: on a 2-core CPU, EfficientNet-Lite0 under torch's bf16 autocast runs ~75-100 images/s on one
-thread; the same graph compiled by OpenVINO with bf16 inference precision runs ~170 (2x), and it
-degrades far less when the cores are shared with decode workers (torch's OpenMP pool spins in
-barriers when preempted). Everything from pixels to the joint embedding is one graph, so the head,
-softmax bridge and normalisation are fused too.
+Why: on a 2-core CPU, EfficientNet-Lite0 under torch's bf16 autocast runs ~45-100 images/s on one
+thread; compiled by OpenVINO it runs about twice that, and it slows down far less when the cores are
+shared with decode workers (torch's OpenMP pool spins in barriers when preempted). Everything from
+pixels to the joint embedding is compiled, so the head, softmax bridge and normalisation are fused too.
+The stem and first block of EfficientNet run in fp32 and the rest in bf16 (see ``_stages``).
 
 Choice (``MMSEARCH_IMAGE_BACKEND``): ``torch``; ``openvino`` (an error if the package is missing);
 ``auto`` = OpenVINO on CPU for the default model when the package is installed (``pip install
-mmsearch[openvino]``), else torch. Whatever was asked, a compiled graph is used only if it passes a
+'mmsearch[openvino]'``), else torch. Whatever was asked, a compiled graph is used only if it passes a
 check against torch fp32 on probe images at load time (cosine per image >= PROBE_MIN_COSINE);
 otherwise ``auto`` falls back to torch with a warning and ``openvino`` is an error.
 
-The converted graph is kept on disk (``$MMSEARCH_CACHE_DIR/openvino/<key>/``), keyed by the model id
+The converted graphs are kept on disk (``$MMSEARCH_CACHE_DIR/openvino/<key>/``), keyed by the model id
 (which carries the weights file's sha256), the input size and the torch/OpenVINO versions, together
-with OpenVINO's compiled-kernel cache: conversion (seconds) happens once per model, later loads read it.
+with OpenVINO's compiled-kernel cache and the probe's torch reference: conversion (10-30 s) happens
+once per model, later loads read it (~0.3 s).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmsearch.errors import ConfigError
+from mmsearch.errors import ConfigError, ImageBackendError
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,6 @@ _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 GRAPH_FILE = "stages.json"  # names the stage graphs in order, with their precision
 GRAPH_FORMAT = 2  # how graphs are split and stored; part of the cache key
 REFERENCE_FILE = "probe_reference.npy"
-
-
-class ImageBackendError(ConfigError):
-    """The requested image backend cannot run here (package missing, conversion failed, check failed)."""
 
 
 def openvino_available() -> bool:
@@ -224,9 +221,12 @@ class OpenVinoImageTower:
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
         data = batch.float().permute(0, 2, 3, 1).contiguous().numpy()  # a view when the batch is channels_last
         with self._lock:
+            # Shared inputs/outputs: no copy in, and each stage's output (25 MB for a batch of 32 after the
+            # first block) is the request's own reused buffer instead of a fresh allocation per batch,
+            # which otherwise fragments the heap and grows RSS with every image indexed.
             for request in self._requests:
-                data = request.infer({0: data})[0]
-            return np.array(data, dtype=np.float32)
+                data = request.infer({0: data}, share_inputs=True, share_outputs=True)[0]
+            return np.array(data, dtype=np.float32)  # the last request's buffer is reused by the next call
 
     def describe(self) -> str:
         stages = f", {len(self._requests)} stages" if len(self._requests) > 1 else ""
@@ -313,3 +313,18 @@ def build_openvino_tower(
     log.info("image tower: %s in %.1fs (probe cosine to torch fp32 %.4f; %s)", tower.describe(),
              time.perf_counter() - started, worst, key_dir)
     return tower
+
+
+def image_backend_summary(spec: str, requested: str, device: str) -> str:
+    """What would run a model's image tower here, said without loading it (for `mmsearch info`)."""
+    from mmsearch.encoders.torch_encoder import resolve_device
+    from mmsearch.errors import MmsearchError
+
+    try:
+        backend = resolve_image_backend(requested, spec, resolve_device(device))
+    except MmsearchError as exc:
+        return f"unavailable: {exc}"
+    if backend == "openvino":
+        return f"openvino (MMSEARCH_IMAGE_BACKEND={requested}; compiled graphs cached in {cache_root()})"
+    hint = "; pip install 'mmsearch[openvino]' for the faster CPU path" if requested == "auto" and not openvino_available() else ""
+    return f"torch (MMSEARCH_IMAGE_BACKEND={requested}{hint})"

@@ -139,7 +139,8 @@ def load_encoder(
 
 def _attach_image_backend(encoder: TorchDualEncoder, requested: str, threads: int) -> None:
     """Compile the image tower with the backend asked for; ``auto`` falls back to torch on any failure."""
-    from mmsearch.encoders.openvino_tower import ImageBackendError, build_openvino_tower, resolve_image_backend
+    from mmsearch.encoders.openvino_tower import build_openvino_tower, resolve_image_backend
+    from mmsearch.errors import ImageBackendError
 
     if resolve_image_backend(requested, encoder.spec, encoder.device) != "openvino":
         log.info("image tower: torch %s", encoder.precision)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import platform
+import sys
 
 import numpy as np
 import pytest
@@ -156,3 +158,8 @@ def test_default_model_openvino_keeps_embeddings_and_rankings(cache_dir):
     top1_ref = np.argmax(texts @ ref_images[: len(sample_images)].T, axis=1)
     top1_fast = np.argmax(texts @ fast_images[: len(sample_images)].T, axis=1)
     assert np.mean(top1_ref == top1_fast) >= 0.9
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"), reason="glibc only")
+def test_mmap_threshold_is_pinned_on_glibc():
+    assert openvino_tower.pin_mmap_threshold() is True

@@ -278,6 +278,27 @@ def check_against_torch(tower: OpenVinoImageTower, model: torch.nn.Module, image
     return worst
 
 
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def pin_mmap_threshold() -> bool:
+    """Keep glibc from raising its mmap threshold, so each batch's 19-25 MB buffers go back to the OS.
+
+    glibc raises the threshold to the size of the largest freed mmapped block; from then on these
+    buffers come from the heap, and with OpenVINO's threads next to the decode workers' shared-memory
+    batches the heap fragments: RSS grew ~0.5 MB per indexed image (1.4 GB -> 2.2 GB over 2,000
+    images). Pinned at 1 MB it stays flat. Returns False where the C library has no mallopt."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):
+        return False
+
+
 def build_openvino_tower(
     model: torch.nn.Module, *, model_id: str, image_size: int, precision: str, threads: int
 ) -> OpenVinoImageTower:
@@ -308,6 +329,7 @@ def build_openvino_tower(
         raise
     except Exception as exc:  # conversion/compilation failures of any kind: one clear reason
         raise ImageBackendError(f"cannot compile the image tower with OpenVINO: {type(exc).__name__}: {exc}") from exc
+    pin_mmap_threshold()
     tower = OpenVinoImageTower(compiled, precision=precision, threads=max(1, threads), cache_hit=cache_hit, key_dir=key_dir)
     worst = check_against_torch(tower, model, image_size)
     log.info("image tower: %s in %.1fs (probe cosine to torch fp32 %.4f; %s)", tower.describe(),

@@ -229,8 +229,11 @@ def info(index_dir, as_json) -> None:
     """Describe an index: model, counts, last run."""
     from mmsearch.indexdir import describe
 
+    from mmsearch.encoders.openvino_tower import image_backend_summary
+
     s = _settings(index_dir=index_dir)
     facts = describe(s.index_dir, s.database(), s.faiss_device)
+    facts["image_backend"] = image_backend_summary(facts["model"], s.image_backend, s.device)
     if as_json:
         click.echo(json.dumps(facts, indent=2))
         return

@@ -9,6 +9,10 @@ class ConfigError(MmsearchError):
     """A setting or option has a value that cannot work."""
 
 
+class ImageBackendError(ConfigError):
+    """The requested image backend cannot run here (package missing, conversion failed, check against torch failed)."""
+
+
 class ModelNotFoundError(MmsearchError):
     """A model spec names no known architecture, weights file or pretrained tag."""
 

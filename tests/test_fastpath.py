@@ -81,7 +81,7 @@ def test_bf16_keeps_default_model_embeddings_and_rankings(tmp_path):
     """The real default model: per-item cosine >= 0.99 to fp32, and text->image rankings barely move."""
     from mmsearch.encoders import load_encoder
 
-    encoder = load_encoder("mmsearch-lite", "cpu", batch_size=16, precision="fp32")
+    encoder = load_encoder("mmsearch-lite", "cpu", batch_size=16, precision="fp32", image_backend="torch")
     images = [make_photo(i, (640, 480)) for i in range(24)]
     texts = ["a blue circle on a green background", "a red square", "a dark photo", "a bright sunny field", "a boat"]
     (img32, txt32), (img16, txt16) = _encode_both(encoder, images, texts)

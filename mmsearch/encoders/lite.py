@@ -164,6 +164,11 @@ class LiteDualEncoder(nn.Module):
         return self.text(trim_padding(tokens, self.text.config.pad_token_id))
 
     # --- joint space ---
+    @property
+    def embedding_dim(self) -> int:
+        """Width of a joint embedding, known from the config (no probe call through MiniLM at load)."""
+        return (TEXT_FEATURES if self.cfg.bridge_weight > 0 else 0) + (self.cfg.joint_dim if self.cfg.learned_weight > 0 else 0)
+
     def _join(self, bridge: torch.Tensor, learned: torch.Tensor) -> torch.Tensor:
         parts = []
         if self.cfg.bridge_weight > 0:
@@ -228,7 +233,8 @@ def compute_class_text_embeddings(model: LiteDualEncoder, tokenizer) -> torch.Te
     return F.normalize(torch.cat(feats), dim=-1)
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """Where computed-once artefacts of the models live (class embeddings, compiled graphs)."""
     root = os.environ.get("MMSEARCH_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "mmsearch")
     return Path(root)
 
@@ -246,7 +252,7 @@ def cached_class_text_embeddings(model: LiteDualEncoder, tokenizer) -> torch.Ten
     An unwritable cache only costs the recomputation."""
     from safetensors.torch import load_file, save_file
 
-    path = _cache_dir() / f"lite-class-emb-{_class_embedding_key(model.cfg)}.safetensors"
+    path = cache_dir() / f"lite-class-emb-{_class_embedding_key(model.cfg)}.safetensors"
     if path.is_file():
         try:
             return load_file(str(path))["class_text_emb"]

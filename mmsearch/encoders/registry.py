@@ -103,10 +103,16 @@ def _build_lite(weights: str | None):
 
 
 def load_encoder(
-    spec: str, device: str = "auto", batch_size: int = 64, threads: int = 0, precision: str | None = None
+    spec: str,
+    device: str = "auto",
+    batch_size: int = 64,
+    threads: int = 0,
+    precision: str | None = None,
+    image_backend: str | None = None,
 ) -> TorchDualEncoder:
     """Build the encoder a spec names. ``threads`` caps torch's intra-op pool (0 = leave as is);
-    ``precision`` is auto|fp32|bf16|fp16 (None = the MMSEARCH_PRECISION setting)."""
+    ``precision`` is auto|fp32|bf16|fp16 (None = the MMSEARCH_PRECISION setting); ``image_backend`` is
+    auto|torch|openvino (None = the MMSEARCH_IMAGE_BACKEND setting, see mmsearch.encoders.openvino_tower)."""
     from mmsearch.encoders.lite import LITE_NAME
 
     if threads:
@@ -119,10 +125,34 @@ def load_encoder(
     else:
         model, preprocess, tokenizer, model_id = _build_open_clip(spec, arch, pretrained)
     log.info("model %s (%s) on %s", spec, model_id, device)
-    if precision is None:
+    if precision is None or image_backend is None:
         from mmsearch.config import get_settings
 
-        precision = get_settings().precision
-    return TorchDualEncoder(
+        precision = precision or get_settings().precision
+        image_backend = image_backend or get_settings().image_backend
+    encoder = TorchDualEncoder(
         model, preprocess, tokenizer, spec=spec, model_id=model_id, device=device, batch_size=batch_size, precision=precision
     )
+    _attach_image_backend(encoder, image_backend, threads)
+    return encoder
+
+
+def _attach_image_backend(encoder: TorchDualEncoder, requested: str, threads: int) -> None:
+    """Compile the image tower with the backend asked for; ``auto`` falls back to torch on any failure."""
+    from mmsearch.encoders.openvino_tower import build_openvino_tower, resolve_image_backend
+    from mmsearch.errors import ImageBackendError
+
+    if resolve_image_backend(requested, encoder.spec, encoder.device) != "openvino":
+        log.info("image tower: torch %s", encoder.precision)
+        return
+    try:
+        tower = build_openvino_tower(
+            encoder.model, model_id=encoder.model_id, image_size=encoder.input_size or 224, precision=encoder.precision,
+            threads=threads or torch.get_num_threads(),
+        )
+    except ImageBackendError as exc:
+        if requested == "openvino":
+            raise
+        log.warning("%s; using torch for images", exc)
+        return
+    encoder.use_image_runner(tower, tower.describe())

@@ -57,10 +57,13 @@ class TorchDualEncoder:
         self._preprocess = preprocess
         self._tokenizer = tokenizer
         self.model = model.to(device).eval()
+        self.image_backend = "torch"  # what runs encode_image_tensors (see use_image_runner)
+        self._image_runner: Callable[[torch.Tensor], np.ndarray] | None = None
         if device == "cpu":
             # channels_last lets oneDNN pick faster convolution kernels on CPU; harmless for ViTs.
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.dim = int(self.encode_texts(["probe"]).shape[1])
+        # a model that knows its width saves a text-tower call at every load (and image-only runs never need one)
+        self.dim = int(getattr(self.model, "embedding_dim", 0) or self.encode_texts(["probe"]).shape[1])
 
     @property
     def image_transform(self) -> Callable[[Image.Image], torch.Tensor]:
@@ -81,7 +84,15 @@ class TorchDualEncoder:
     def _autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.precision, self.device)
 
+    def use_image_runner(self, runner: Callable[[torch.Tensor], np.ndarray], description: str) -> None:
+        """Route image batches through ``runner`` (a compiled image graph, already checked against this
+        model) instead of the torch module; texts keep using torch."""
+        self._image_runner = runner
+        self.image_backend = description
+
     def encode_image_tensors(self, batch: torch.Tensor) -> np.ndarray:
+        if self._image_runner is not None:
+            return self._encode_with_runner(batch)
         outs = []
         with torch.inference_mode(), self._autocast():
             for start in range(0, len(batch), self.batch_size):
@@ -92,6 +103,10 @@ class TorchDualEncoder:
         if not outs:
             return np.zeros((0, self.dim), dtype=np.float32)
         return l2_normalise(np.concatenate(outs))
+
+    def _encode_with_runner(self, batch: torch.Tensor) -> np.ndarray:
+        outs = [self._image_runner(batch[start : start + self.batch_size]) for start in range(0, len(batch), self.batch_size)]
+        return l2_normalise(np.concatenate(outs)) if outs else np.zeros((0, self.dim), dtype=np.float32)
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:

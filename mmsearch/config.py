@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     # What runs the image tower: auto = OpenVINO on CPU for mmsearch-lite when installed (mmsearch[openvino]), else torch.
     image_backend: Literal["auto", "torch", "openvino"] = "auto"
+    # What runs the text tower (queries, text items): the same choice, see mmsearch.encoders.openvino_text.
+    text_backend: Literal["auto", "torch", "openvino"] = "auto"
     # Below this many vectors an index type of "auto" searches exactly (FAISS Flat); above, approximately.
     ann_threshold: int = Field(50_000, ge=0)
     # Serve the vector index memory-mapped (pages load on demand and are shared between processes).

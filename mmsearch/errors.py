@@ -13,6 +13,10 @@ class ImageBackendError(ConfigError):
     """The requested image backend cannot run here (package missing, conversion failed, check against torch failed)."""
 
 
+class TextBackendError(ConfigError):
+    """The requested text backend cannot run here (package missing, conversion failed, check against torch failed)."""
+
+
 class ModelNotFoundError(MmsearchError):
     """A model spec names no known architecture, weights file or pretrained tag."""
 

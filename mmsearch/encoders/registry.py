@@ -109,6 +109,7 @@ def load_encoder(
     threads: int = 0,
     precision: str | None = None,
     image_backend: str | None = None,
+    text_backend: str | None = None,
 ) -> TorchDualEncoder:
     """Build the encoder a spec names. ``threads`` caps torch's intra-op pool (0 = leave as is);
     ``precision`` is auto|fp32|bf16|fp16 (None = the MMSEARCH_PRECISION setting); ``image_backend`` is
@@ -125,15 +126,17 @@ def load_encoder(
     else:
         model, preprocess, tokenizer, model_id = _build_open_clip(spec, arch, pretrained)
     log.info("model %s (%s) on %s", spec, model_id, device)
-    if precision is None or image_backend is None:
+    if precision is None or image_backend is None or text_backend is None:
         from mmsearch.config import get_settings
 
         precision = precision or get_settings().precision
         image_backend = image_backend or get_settings().image_backend
+        text_backend = text_backend or get_settings().text_backend
     encoder = TorchDualEncoder(
         model, preprocess, tokenizer, spec=spec, model_id=model_id, device=device, batch_size=batch_size, precision=precision
     )
     _attach_image_backend(encoder, image_backend, threads)
+    _attach_text_backend(encoder, text_backend, threads)
     return encoder
 
 
@@ -156,3 +159,24 @@ def _attach_image_backend(encoder: TorchDualEncoder, requested: str, threads: in
         log.warning("%s; using torch for images", exc)
         return
     encoder.use_image_runner(tower, tower.describe())
+
+
+def _attach_text_backend(encoder: TorchDualEncoder, requested: str, threads: int) -> None:
+    """Compile the text tower with the backend asked for; ``auto`` falls back to torch on any failure."""
+    from mmsearch.encoders.openvino_text import build_openvino_text_tower, resolve_text_backend
+    from mmsearch.errors import TextBackendError
+
+    if resolve_text_backend(requested, encoder.spec, encoder.device, encoder.model) != "openvino":
+        log.info("text tower: torch %s", encoder.precision)
+        return
+    try:
+        tower = build_openvino_text_tower(
+            encoder.model, encoder.tokenizer, model_id=encoder.model_id, precision=encoder.precision,
+            threads=threads or torch.get_num_threads(),
+        )
+    except TextBackendError as exc:
+        if requested == "openvino":
+            raise
+        log.warning("%s; using torch for texts", exc)
+        return
+    encoder.use_text_runner(tower, tower.describe())

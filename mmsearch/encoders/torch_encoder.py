@@ -59,6 +59,8 @@ class TorchDualEncoder:
         self.model = model.to(device).eval()
         self.image_backend = "torch"  # what runs encode_image_tensors (see use_image_runner)
         self._image_runner: Callable[[torch.Tensor], np.ndarray] | None = None
+        self.text_backend = "torch"  # what runs encode_texts (see use_text_runner)
+        self._text_runner: Callable[[torch.Tensor], np.ndarray] | None = None
         if device == "cpu":
             # channels_last lets oneDNN pick faster convolution kernels on CPU; harmless for ViTs.
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -90,6 +92,17 @@ class TorchDualEncoder:
         self._image_runner = runner
         self.image_backend = description
 
+    def use_text_runner(self, runner: Callable[[torch.Tensor], np.ndarray], description: str) -> None:
+        """Route token batches through ``runner`` (a compiled text graph, already checked against this
+        model) instead of the torch module."""
+        self._text_runner = runner
+        self.text_backend = description
+
+    @property
+    def tokenizer(self) -> Callable:
+        """The model's own tokenizer (texts -> padded token ids)."""
+        return self._tokenizer
+
     def encode_image_tensors(self, batch: torch.Tensor) -> np.ndarray:
         if self._image_runner is not None:
             return self._encode_with_runner(batch)
@@ -118,7 +131,10 @@ class TorchDualEncoder:
         with torch.inference_mode(), self._autocast():
             for start in range(0, len(texts), self.batch_size):
                 tokens = self._tokenizer(list(texts[start : start + self.batch_size])).to(self.device)
-                outs.append(self.model.encode_text(tokens).float().cpu().numpy())
+                if self._text_runner is not None:
+                    outs.append(self._text_runner(tokens))
+                else:
+                    outs.append(self.model.encode_text(tokens).float().cpu().numpy())
         if not outs:
             return np.zeros((0, getattr(self, "dim", 0)), dtype=np.float32)
         return l2_normalise(np.concatenate(outs))

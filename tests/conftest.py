@@ -13,6 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # OpenVINO stays out of the pytest process (see tests/test_image_backend.py, which runs it in child processes)
 os.environ.setdefault("MMSEARCH_IMAGE_BACKEND", "torch")
+os.environ.setdefault("MMSEARCH_TEXT_BACKEND", "torch")
 
 from indexer.pipeline import IndexReport, index_source  # noqa: E402
 from mmsearch.encoders import TEST_MODEL, load_encoder  # noqa: E402

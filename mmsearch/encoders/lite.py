@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 LITE_NAME = "mmsearch-lite"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / f"{LITE_NAME}.safetensors"
+BRIDGE_WEIGHTS = "bridge"  # `mmsearch-lite:bridge` names the training-free bridge alone (no weights file)
 IMAGE_FEATURES = 1280  # EfficientNet-Lite0 pooled features
 TEXT_FEATURES = 384  # MiniLM-L6 hidden size
 
@@ -311,10 +312,11 @@ def bridge_only_model() -> tuple[LiteDualEncoder, object]:
     return model, tokenizer
 
 
-def write_bridge_only_weights(path: Path) -> Path:
-    """A weights file for the bridge alone: the baseline that trained heads are measured against."""
-    model, _ = bridge_only_model()
-    return save_lite_weights(model, path, {"note": "bridge only (learned_weight 0)"}, half=True)
+def load_lite_bridge():
+    """-> (model, preprocess, tokenizer, model_id) of the bridge alone (``mmsearch-lite:bridge``): the
+    baseline that trained heads are measured against, usable by every command like any other model."""
+    model, tokenizer = bridge_only_model()
+    return model, make_preprocess(model.cfg), tokenizer, lite_model_id(None)
 
 
 def lite_model_id(weights: Path | None) -> str:
@@ -329,8 +331,7 @@ def load_lite(weights: Path | None = None):
 
     weights = weights if weights is not None else (DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.exists() else None)
     if weights is None:
-        model, tokenizer = bridge_only_model()
-        return model, make_preprocess(model.cfg), tokenizer, lite_model_id(None)
+        return load_lite_bridge()
     with safe_open(str(weights), framework="pt") as fh:
         meta = fh.metadata() or {}
         state = {k: fh.get_tensor(k) for k in fh.keys()}

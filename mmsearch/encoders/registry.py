@@ -92,8 +92,10 @@ def _build_open_clip(spec: str, arch: str, pretrained: str | None):
 
 
 def _build_lite(weights: str | None):
-    from mmsearch.encoders.lite import load_lite
+    from mmsearch.encoders.lite import BRIDGE_WEIGHTS, load_lite, load_lite_bridge
 
+    if weights == BRIDGE_WEIGHTS:  # mmsearch-lite:bridge, the training-free bridge alone (eval's baseline)
+        return load_lite_bridge()
     path = None
     if weights:
         path = Path(weights).expanduser()

@@ -26,7 +26,6 @@ from mmsearch.train.data import load_examples, group_keys
 
 log = logging.getLogger(__name__)
 
-BRIDGE_ALIAS = "mmsearch-lite:bridge"  # the training-free bridge alone, as a baseline
 QUERY_CHUNK = 256
 ITEMS_FILE = "eval-items.jsonl"
 
@@ -175,18 +174,6 @@ def default_encoder_factory(device: str, batch_size: int, threads: int) -> Calla
     return lambda spec: load_encoder(spec, device, batch_size, threads)
 
 
-def resolve_spec(spec: str, workdir: Path) -> str:
-    """The bridge alias becomes a bridge-only weights file (made once per ``workdir``); other specs stay."""
-    if spec != BRIDGE_ALIAS:
-        return spec
-    from mmsearch.encoders.lite import write_bridge_only_weights
-
-    path = workdir / "bridge-only.safetensors"
-    if not path.is_file():
-        write_bridge_only_weights(path)
-    return f"mmsearch-lite:{path.resolve()}"
-
-
 def index_folder_name(spec: str) -> str:
     """A stable folder per model: the spec, plus the weights file's digest when it names a file, so a
     retrained file at the same path gets a fresh index instead of a model-mismatch error."""
@@ -222,10 +209,8 @@ def evaluate(
         root.mkdir(parents=True, exist_ok=True)
         scores = []
         for spec in specs:
-            resolved = resolve_spec(spec, root)
-            folder = root / index_folder_name(resolved)
-            scores.append(evaluate_model(data, resolved, folder, ks, factory, batch_size=batch_size, workers=workers))
-            scores[-1].spec = spec
+            folder = root / index_folder_name(spec)
+            scores.append(evaluate_model(data, spec, folder, ks, factory, batch_size=batch_size, workers=workers))
             if not index_dir:
                 scores[-1].index_dir = None
     relevance = "concept" if any(not g.startswith("row:") for g in data.image_groups) else "row"

@@ -150,6 +150,7 @@ def test_tiny_model_through_openvino_matches_torch_and_reuses_the_cached_graph(c
 
 
 @needs_openvino
+@pytest.mark.slow  # three child processes converting the tiny model (~40 s on a busy 2-core machine)
 def test_damaged_cached_graph_is_rebuilt_and_a_disagreeing_graph_is_refused(cache_dir):
     load = 'fast = load_encoder(TEST_MODEL, "cpu", batch_size=4, precision="fp32", image_backend="openvino")\n    '
     _in_child(_TINY_PAIR + "    " + load + 'print("{}")', cache_dir)

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import platform
-import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -18,7 +15,7 @@ from mmsearch.encoders import TEST_MODEL, load_encoder
 from mmsearch.encoders import openvino_tower
 from mmsearch.encoders.openvino_tower import resolve_image_backend
 from mmsearch.errors import ConfigError, ImageBackendError
-from conftest import REPO
+from openvino_child import in_child
 
 HAVE_OPENVINO = importlib.util.find_spec("openvino") is not None
 needs_openvino = pytest.mark.skipif(not HAVE_OPENVINO, reason="openvino is not installed (pip install 'mmsearch[openvino]')")
@@ -96,19 +93,6 @@ def test_auto_falls_back_to_torch_when_compiling_fails(monkeypatch, caplog):
         load_encoder(TEST_MODEL, "cpu", batch_size=4, image_backend="openvino")
 
 
-def _in_child(code: str, cache_dir, timeout: float = 900) -> dict:
-    """Run ``code`` in a fresh interpreter and return the JSON it prints last.
-
-    OpenVINO is loaded only in child processes: a pytest process that had compiled several graphs and
-    then forked DataLoader workers for later tests crashed (SIGSEGV) on this machine, so the suite
-    keeps OpenVINO out of its own process (conftest sets MMSEARCH_IMAGE_BACKEND=torch for the rest)."""
-    env = dict(os.environ, MMSEARCH_CACHE_DIR=str(cache_dir), MMSEARCH_IMAGE_BACKEND="auto")
-    child = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env, capture_output=True,
-                           text=True, timeout=timeout)
-    assert child.returncode == 0, child.stderr[-3000:]
-    return json.loads(child.stdout.strip().splitlines()[-1])
-
-
 _TINY_PAIR = """
     import json
     import numpy as np
@@ -127,14 +111,14 @@ _TINY_PAIR = """
 
 @needs_openvino
 def test_tiny_model_through_openvino_matches_torch_and_reuses_the_cached_graph(cache_dir):
-    first = _in_child(_TINY_PAIR + """
+    first = in_child(_TINY_PAIR + """
     fast = load_encoder(TEST_MODEL, "cpu", batch_size=4, precision="fp32", image_backend="openvino")
     print(json.dumps({"backend": fast.image_backend, "min_cosine": float(cosines(fast.encode_images(images), reference).min())}))
     """, cache_dir)
     assert first["backend"].startswith("openvino") and "converted" in first["backend"]
     assert first["min_cosine"] >= 0.999  # an fp32 graph: the same numbers
     assert len(list(cache_dir.glob("openvino/*/stages.json"))) == 1
-    second = _in_child(_TINY_PAIR + """
+    second = in_child(_TINY_PAIR + """
     def no_conversion(*args, **kwargs):
         raise AssertionError("the cached graph should have been read, not converted again")
 
@@ -153,13 +137,13 @@ def test_tiny_model_through_openvino_matches_torch_and_reuses_the_cached_graph(c
 @pytest.mark.slow  # three child processes converting the tiny model (~40 s on a busy 2-core machine)
 def test_damaged_cached_graph_is_rebuilt_and_a_disagreeing_graph_is_refused(cache_dir):
     load = 'fast = load_encoder(TEST_MODEL, "cpu", batch_size=4, precision="fp32", image_backend="openvino")\n    '
-    _in_child(_TINY_PAIR + "    " + load + 'print("{}")', cache_dir)
+    in_child(_TINY_PAIR + "    " + load + 'print("{}")', cache_dir)
     (graph,) = cache_dir.glob("openvino/*/stage_0.xml")
     graph.write_text("<not a graph")
-    again = _in_child(_TINY_PAIR + "    " + load + 'print(json.dumps({"backend": fast.image_backend}))', cache_dir)
+    again = in_child(_TINY_PAIR + "    " + load + 'print(json.dumps({"backend": fast.image_backend}))', cache_dir)
     assert "converted" in again["backend"]
     assert graph.read_text().startswith("<?xml")
-    refused = _in_child(_TINY_PAIR + """
+    refused = in_child(_TINY_PAIR + """
     openvino_tower.PROBE_MIN_COSINE = 1.01  # no graph can pass: the check must run
     try:
         load_encoder(TEST_MODEL, "cpu", batch_size=4, precision="fp32", image_backend="openvino")
@@ -179,7 +163,7 @@ def test_damaged_cached_graph_is_rebuilt_and_a_disagreeing_graph_is_refused(cach
 def test_default_model_openvino_keeps_embeddings_and_rankings(cache_dir):
     """mmsearch-lite through OpenVINO (bf16 where the CPU has it, as auto runs it) against torch fp32:
     per-item cosine min >= 0.98 and mean >= 0.995; text->image top-5 on the bundled sample barely moves."""
-    facts = _in_child("""
+    facts = in_child("""
     import json
     from pathlib import Path
     import numpy as np

@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     threads: int = Field(0, ge=0, le=256)
     # Model arithmetic: auto = bf16 autocast on CPUs with native bf16, fp16 autocast on CUDA, else fp32.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    # What runs the image tower: auto = OpenVINO on CPU for mmsearch-lite when installed (mmsearch[openvino]), else torch.
+    # What runs the image tower: auto = OpenVINO on CPU for mmsearch-lite (a dependency; torch if it is missing), else torch.
     image_backend: Literal["auto", "torch", "openvino"] = "auto"
     # What runs the text tower (queries, text items): the same choice, see mmsearch.encoders.openvino_text.
     text_backend: Literal["auto", "torch", "openvino"] = "auto"

@@ -7,8 +7,8 @@ pixels to the joint embedding is compiled, so the head, softmax bridge and norma
 The stem and first block of EfficientNet run in fp32 and the rest in bf16 (see ``_stages``).
 
 Choice (``MMSEARCH_IMAGE_BACKEND``): ``torch``; ``openvino`` (an error if the package is missing);
-``auto`` = OpenVINO on CPU for the default model when the package is installed (``pip install
-'mmsearch[openvino]'``), else torch. Whatever was asked, a compiled graph is used only if it passes a
+``auto`` = OpenVINO on CPU for the default model when the package is installed (a dependency of
+mmsearch; it can be missing only from a hand-made environment), else torch. Whatever was asked, a compiled graph is used only if it passes a
 check against torch fp32 on probe images at load time (cosine per image >= PROBE_MIN_COSINE);
 otherwise ``auto`` falls back to torch with a warning and ``openvino`` is an error.
 

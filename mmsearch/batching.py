@@ -1,12 +1,13 @@
-"""Micro-batching of concurrent query embeddings for the server.
+"""Micro-batching of concurrent server work: query embeddings, and whole text searches.
 
-One short text through MiniLM costs ~40 ms of CPU on a laptop core, sixteen in one call ~7 ms each:
-the fixed cost of a model call (Python, kernel launches, tiny matrices) dominates single queries.
-Request threads therefore hand their texts/images to one worker thread and wait; the worker takes
-everything queued at that moment, embeds it in one model call per modality and hands each caller its
+One short text through the text tower costs several times its share of a batch of sixteen: the fixed
+cost of a call (Python, dispatch, tiny matrices) dominates single queries, and an exact vector search
+reads every stored vector once per call whether it carries one query or sixteen. Request threads
+therefore hand their work to one worker thread and wait; the worker takes everything queued at that
+moment, runs it as one call per group (texts/images, or one search target) and hands each caller its
 rows. A lone query is not delayed (nothing is waited for); under load, the queries that arrived during
-one model call form the next batch. All model calls run on this one thread, so they never compete
-with each other for the cores.
+one call form the next batch. All calls run on the one worker thread, so they never compete with each
+other for the cores.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import queue
 import threading
 from concurrent.futures import Future
-from typing import Sequence
+from typing import Callable, Hashable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -27,40 +28,29 @@ log = logging.getLogger(__name__)
 _STOP = object()
 
 
-class BatchingEncoder:
-    """An :class:`Encoder` front that merges concurrent ``encode_texts``/``encode_images`` calls."""
+class MicroBatcher:
+    """Merges concurrent ``submit(group, items)`` calls into one ``handler(group, all_items)`` call per group.
 
-    def __init__(self, encoder: Encoder, max_batch: int = 64) -> None:
-        self.inner = encoder
+    ``handler`` returns one result per item (a list or an array); each caller gets the slice for its own
+    items. An exception in ``handler`` reaches every caller of that batch; the worker lives on."""
+
+    def __init__(self, handler: Callable[[Hashable, list], Sequence], max_batch: int = 64, name: str = "mmsearch-batch") -> None:
+        self.handler = handler
         self.max_batch = max_batch
         self._queue: queue.Queue = queue.Queue()
-        self._worker = threading.Thread(target=self._run, name="mmsearch-embed", daemon=True)
+        self._worker = threading.Thread(target=self._run, name=name, daemon=True)
         self._worker.start()
 
-    def __getattr__(self, name: str):  # spec, model_id, dim, device, image_transform, ...
-        return getattr(self.inner, name)
-
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        return self._submit("text", list(texts))
-
-    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return self._submit("image", list(images))
-
-    def encode_image_tensors(self, batch) -> np.ndarray:
-        return self.inner.encode_image_tensors(batch)
+    def submit(self, group: Hashable, items: list):
+        if not self._worker.is_alive():
+            raise RuntimeError("the batching worker has stopped")
+        future: Future = Future()
+        self._queue.put((group, items, future))
+        return future.result()
 
     def close(self) -> None:
         self._queue.put(_STOP)
         self._worker.join(timeout=30)
-
-    def _submit(self, kind: str, items: list) -> np.ndarray:
-        if not items:
-            return np.zeros((0, self.inner.dim), dtype=np.float32)
-        if not self._worker.is_alive():
-            raise RuntimeError("the embedding worker has stopped")
-        future: Future = Future()
-        self._queue.put((kind, items, future))
-        return future.result()
 
     def _take_batch(self, first) -> list:
         jobs, size = [first], len(first[1])
@@ -82,20 +72,48 @@ class BatchingEncoder:
             if first is _STOP:
                 return
             jobs = self._take_batch(first)
-            for kind in ("text", "image"):
-                self._embed(kind, [j for j in jobs if j[0] == kind])
+            for group in dict.fromkeys(job[0] for job in jobs):  # first-come order of groups
+                self._handle(group, [job for job in jobs if job[0] == group])
 
-    def _embed(self, kind: str, jobs: list) -> None:
-        if not jobs:
-            return
+    def _handle(self, group: Hashable, jobs: list) -> None:
         try:
-            encode = self.inner.encode_texts if kind == "text" else self.inner.encode_images
-            vectors = encode([item for _, items, _ in jobs for item in items])
+            results = self.handler(group, [item for _, items, _ in jobs for item in items])
         except Exception as exc:  # every caller in the batch gets the error, the worker lives on
             for _, _, future in jobs:
                 future.set_exception(exc)
             return
         start = 0
         for _, items, future in jobs:
-            future.set_result(vectors[start : start + len(items)])
+            future.set_result(results[start : start + len(items)])
             start += len(items)
+
+
+class BatchingEncoder:
+    """An :class:`Encoder` front that merges concurrent ``encode_texts``/``encode_images`` calls."""
+
+    def __init__(self, encoder: Encoder, max_batch: int = 64) -> None:
+        self.inner = encoder
+        self._batcher = MicroBatcher(self._encode, max_batch, name="mmsearch-embed")
+
+    def __getattr__(self, name: str):  # spec, model_id, dim, device, image_transform, ...
+        return getattr(self.inner, name)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self._submit("text", list(texts))
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self._submit("image", list(images))
+
+    def encode_image_tensors(self, batch) -> np.ndarray:
+        return self.inner.encode_image_tensors(batch)
+
+    def close(self) -> None:
+        self._batcher.close()
+
+    def _submit(self, kind: str, items: list) -> np.ndarray:
+        if not items:
+            return np.zeros((0, self.inner.dim), dtype=np.float32)
+        return self._batcher.submit(kind, items)
+
+    def _encode(self, kind: str, items: list) -> np.ndarray:
+        return self.inner.encode_texts(items) if kind == "text" else self.inner.encode_images(items)

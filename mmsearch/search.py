@@ -53,6 +53,18 @@ class _Snapshot:
     faiss_device: str = "cpu"  # where unfiltered searches of these indexes run
 
 
+def _check_text(text: str) -> None:
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidQueryError("text query is empty")
+
+
+def _check_target_and_k(target: str, k: int) -> None:
+    if target not in TARGETS:
+        raise InvalidQueryError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
+    if not isinstance(k, int) or k < 1:
+        raise InvalidQueryError("k must be a positive integer")
+
+
 class Searcher:
     """Answer text and image queries against one index directory."""
 
@@ -75,6 +87,7 @@ class Searcher:
         resolve_faiss_device(faiss_device)  # a GPU asked for but missing is an error before anything opens
         self._faiss_device = faiss_device
         self._gpu_placer = GpuPlacer()
+        self._text_batcher = None  # see batch_text_queries
         self._reload_interval = reload_interval
         self._lock = threading.Lock()
         self._last_check = time.monotonic()
@@ -141,6 +154,8 @@ class Searcher:
         return True
 
     def close(self) -> None:
+        if self._text_batcher is not None:
+            self._text_batcher.close()
         self.store.close()
 
     def vector_indexes(self) -> dict[str, VectorIndex]:
@@ -151,12 +166,28 @@ class Searcher:
 
     # --- queries ---
     def search_text(self, text: str, target: Target = "image", k: int = 10) -> list[Hit]:
-        return self.search_texts([text], target, k)[0]
+        if self._text_batcher is None:
+            return self.search_texts([text], target, k)[0]
+        _check_text(text)
+        _check_target_and_k(target, k)  # a bad query fails its own caller, never the batch it would join
+        return self._text_batcher.submit(target, [(text, k)])[0]
+
+    def batch_text_queries(self, max_batch: int = 64) -> None:
+        """Merge concurrent ``search_text`` calls (a server's request threads) into one ``search_texts``
+        call per target: one text-tower call and one vector search for the lot (an exact search reads
+        every stored vector once per call, however many queries it carries)."""
+        from mmsearch.batching import MicroBatcher
+
+        self._text_batcher = MicroBatcher(self._search_text_batch, max_batch, name="mmsearch-search")
+
+    def _search_text_batch(self, target: Target, jobs: list[tuple[str, int]]) -> list[list[Hit]]:
+        k_max = max(k for _, k in jobs)
+        results = self.search_texts([text for text, _ in jobs], target, k_max)
+        return [hits[:k] for hits, (_, k) in zip(results, jobs)]
 
     def search_texts(self, texts: Sequence[str], target: Target = "image", k: int = 10) -> list[list[Hit]]:
         for t in texts:
-            if not isinstance(t, str) or not t.strip():
-                raise InvalidQueryError("text query is empty")
+            _check_text(t)
         return self.search_vectors(self.encoder.encode_texts(list(texts)), target, k)
 
     def search_image(self, image: Image.Image, target: Target = "image", k: int = 10) -> list[Hit]:
@@ -175,10 +206,7 @@ class Searcher:
         return vectors
 
     def search_vectors(self, queries: np.ndarray, target: Target = "image", k: int = 10) -> list[list[Hit]]:
-        if target not in TARGETS:
-            raise InvalidQueryError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
-        if not isinstance(k, int) or k < 1:
-            raise InvalidQueryError("k must be a positive integer")
+        _check_target_and_k(target, k)
         self.maybe_reload()
         snapshot = self._snapshot
         modalities = MODALITIES if target == "all" else (target,)

@@ -40,7 +40,7 @@ def test_concurrent_texts_are_batched_and_each_gets_its_own_rows(tiny_encoder):
         with ThreadPoolExecutor(12) as pool:
             futures = [pool.submit(front.encode_texts, [t]) for t in texts]
             for _ in range(1000):  # until every query is inside the (gated) first call or queued
-                if counting.in_first_call + front._queue.qsize() == len(texts):
+                if counting.in_first_call + front._batcher._queue.qsize() == len(texts):
                     break
                 threading.Event().wait(0.01)
             counting.gate.set()
@@ -74,3 +74,33 @@ def test_a_failing_batch_fails_its_callers_and_the_worker_survives(tiny_encoder)
         assert front.encode_texts([]).shape == (0, tiny_encoder.dim)
     finally:
         front.close()
+
+
+def test_concurrent_text_searches_share_one_search_and_each_gets_its_own_answer(indexed, tiny_encoder):
+    from mmsearch.errors import InvalidQueryError
+    from mmsearch.search import Searcher
+
+    _, _, index_dir, _ = indexed
+    searcher = Searcher(index_dir, tiny_encoder)
+    alone = {(q, k): [h.id for h in searcher.search_text(q, "all", k)] for q, k in [("red", 2), ("blue", 5), ("green", 1), ("red", 4), ("a cat", 3), ("x", 6)]}
+    calls = []
+    original = searcher.search_texts
+
+    def counted(texts, target="image", k=10):
+        calls.append(len(texts))
+        threading.Event().wait(0.2)  # long enough for the other callers to queue behind the first call
+        return original(texts, target, k)
+
+    searcher.search_texts = counted
+    searcher.batch_text_queries()
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            futures = {key: pool.submit(searcher.search_text, key[0], "all", key[1]) for key in alone}
+            bad = pool.submit(searcher.search_text, "   ", "all", 3)
+            answers = {key: [h.id for h in f.result(timeout=30)] for key, f in futures.items()}
+        assert answers == alone  # each caller gets its own k and its own hits
+        assert len(calls) <= 2 and sum(calls) == len(alone)  # one call, then one for everything queued behind it
+        with pytest.raises(InvalidQueryError):
+            bad.result(timeout=30)  # an empty query fails its own caller, not the batch it would have joined
+    finally:
+        searcher.close()

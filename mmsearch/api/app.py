@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
             )
             # load the model now, not on the first request; concurrent queries share batched model calls
             app.state.searcher.wrap_encoder(BatchingEncoder)
+            app.state.searcher.batch_text_queries()  # and concurrent text searches share one vector search
         # after the model load (which sizes torch's pool for batch work), see mmsearch.threads
         _limit_threadpool(configure_serving(settings.threads).request_threads)
         log.info("serving %s", settings.index_dir)

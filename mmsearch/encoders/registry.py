@@ -143,42 +143,44 @@ def load_encoder(
 
 
 def _attach_image_backend(encoder: TorchDualEncoder, requested: str, threads: int) -> None:
-    """Compile the image tower with the backend asked for; ``auto`` falls back to torch on any failure."""
     from mmsearch.encoders.openvino_tower import build_openvino_tower, resolve_image_backend
-    from mmsearch.errors import ImageBackendError
 
-    if resolve_image_backend(requested, encoder.spec, encoder.device) != "openvino":
-        log.info("image tower: torch %s", encoder.precision)
-        return
-    try:
-        tower = build_openvino_tower(
+    _attach_compiled_tower(
+        "image", requested, resolve_image_backend(requested, encoder.spec, encoder.device),
+        lambda: build_openvino_tower(
             encoder.model, model_id=encoder.model_id, image_size=encoder.input_size or 224, precision=encoder.precision,
             threads=threads or torch.get_num_threads(),
-        )
-    except ImageBackendError as exc:
-        if requested == "openvino":
-            raise
-        log.warning("%s; using torch for images", exc)
-        return
-    encoder.use_image_runner(tower, tower.describe())
+        ),
+        encoder.use_image_runner, encoder.precision,
+    )
 
 
 def _attach_text_backend(encoder: TorchDualEncoder, requested: str, threads: int) -> None:
-    """Compile the text tower with the backend asked for; ``auto`` falls back to torch on any failure."""
     from mmsearch.encoders.openvino_text import build_openvino_text_tower, resolve_text_backend
-    from mmsearch.errors import TextBackendError
 
-    if resolve_text_backend(requested, encoder.spec, encoder.device, encoder.model) != "openvino":
-        log.info("text tower: torch %s", encoder.precision)
-        return
-    try:
-        tower = build_openvino_text_tower(
+    _attach_compiled_tower(
+        "text", requested, resolve_text_backend(requested, encoder.spec, encoder.device, encoder.model),
+        lambda: build_openvino_text_tower(
             encoder.model, encoder.tokenizer, model_id=encoder.model_id, precision=encoder.precision,
             threads=threads or torch.get_num_threads(),
-        )
-    except TextBackendError as exc:
+        ),
+        encoder.use_text_runner, encoder.precision,
+    )
+
+
+def _attach_compiled_tower(kind: str, requested: str, resolved: str, build, use, precision: str) -> None:
+    """Compile a tower when the backend resolved to OpenVINO; ``auto`` falls back to torch on any failure
+    (logged), an explicit ``openvino`` re-raises it."""
+    from mmsearch.errors import ImageBackendError, TextBackendError
+
+    if resolved != "openvino":
+        log.info("%s tower: torch %s", kind, precision)
+        return
+    try:
+        tower = build()
+    except (ImageBackendError, TextBackendError) as exc:
         if requested == "openvino":
             raise
-        log.warning("%s; using torch for texts", exc)
+        log.warning("%s; using torch for %ss", exc, kind)
         return
-    encoder.use_text_runner(tower, tower.describe())
+    use(tower, tower.describe())

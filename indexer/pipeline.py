@@ -134,12 +134,14 @@ def embed_batches(encoder: Encoder, items: Sequence[SourceItem], *, batch_size: 
     if not images:
         return
     stages = split_transform(encoder.image_transform)
+    uint8_ok = stages.split and getattr(encoder, "takes_uint8_pixels", False)  # the graph normalises them itself
     for batch in decode_batches(
         [items[p].path for p in images], stages.worker,
         batch_size=batch_size, workers=workers, max_pixels=max_pixels, target_size=_draft_size(encoder),
         pin_memory=getattr(encoder, "device", "cpu") == "cuda",
     ):
-        vectors = encoder.encode_image_tensors(stages.finish(batch.pixels)) if batch.positions else np.zeros((0, encoder.dim), np.float32)
+        pixels = batch.pixels if uint8_ok else stages.finish(batch.pixels)
+        vectors = encoder.encode_image_tensors(pixels) if batch.positions else np.zeros((0, encoder.dim), np.float32)
         yield EmbeddedBatch([images[p] for p in batch.positions], vectors, [(images[p], reason) for p, reason in batch.failures])
 
 

@@ -134,6 +134,39 @@ def test_tiny_model_through_openvino_matches_torch_and_reuses_the_cached_graph(c
 
 
 @needs_openvino
+def test_indexing_feeds_uint8_pixels_to_the_graph_with_the_same_embeddings(cache_dir, tmp_path):
+    """The compiled graph normalises the decode workers' uint8 pixels itself: same vectors as the float
+    path, and an index built that way stores vectors matching torch's."""
+    facts = in_child(_TINY_PAIR + f"""
+    import torch
+    from pathlib import Path
+    from indexer.fastpath import split_transform
+    from indexer.pipeline import index_source
+    from mmsearch.indexdir import IndexDir
+
+    fast = load_encoder(TEST_MODEL, "cpu", batch_size=4, precision="fp32", image_backend="openvino")
+    stages = split_transform(fast.image_transform)
+    pixels = torch.stack([stages.worker(im) for im in images])
+    uint8, floats = fast.encode_image_tensors(pixels), fast.encode_image_tensors(stages.finish(pixels))
+    folder = Path({str(tmp_path / "photos")!r})
+    folder.mkdir()
+    for i, im in enumerate(images):
+        im.save(folder / f"p{{i:02d}}.png")
+    index_source(folder, folder.parent / "index", lambda spec: fast, model_spec=TEST_MODEL, default_model=TEST_MODEL,
+                 progress=False, workers=1, batch_size=4)
+    store = IndexDir(folder.parent / "index").open_store()
+    records = sorted(store.all_items(), key=lambda r: r.key)
+    stored = store.vectors_for([r.id for r in records])
+    ordered = np.stack([stored[r.id] for r in records])
+    print(json.dumps({{"takes_uint8": fast.takes_uint8_pixels, "path_cosine": float(cosines(uint8, floats).min()),
+                      "stored_vs_torch": float(cosines(ordered, reference).min())}}))
+    """, cache_dir)
+    assert facts["takes_uint8"] is True
+    assert facts["path_cosine"] >= 0.9999
+    assert facts["stored_vs_torch"] >= 0.999
+
+
+@needs_openvino
 @pytest.mark.slow  # three child processes converting the tiny model (~40 s on a busy 2-core machine)
 def test_damaged_cached_graph_is_rebuilt_and_a_disagreeing_graph_is_refused(cache_dir):
     load = 'fast = load_encoder(TEST_MODEL, "cpu", batch_size=4, precision="fp32", image_backend="openvino")\n    '

@@ -147,12 +147,23 @@ def _attach_image_backend(encoder: TorchDualEncoder, requested: str, threads: in
 
     _attach_compiled_tower(
         "image", requested, resolve_image_backend(requested, encoder.spec, encoder.device),
-        lambda: build_openvino_tower(
+        lambda: _with_uint8_input(build_openvino_tower(
             encoder.model, model_id=encoder.model_id, image_size=encoder.input_size or 224, precision=encoder.precision,
             threads=threads or torch.get_num_threads(),
-        ),
+        ), encoder.image_transform),
         encoder.use_image_runner, encoder.precision,
     )
+
+
+def _with_uint8_input(tower, transform):
+    """Let the compiled image graph take the decode workers' uint8 pixels when the model's preprocessing
+    ends in ToTensor + Normalize (see indexer.fastpath), normalising them inside the graph."""
+    from indexer.fastpath import split_transform
+
+    stages = split_transform(transform)
+    if stages.split:
+        tower.enable_uint8_input(stages.finish.mean.flatten().tolist(), stages.finish.std.flatten().tolist())
+    return tower
 
 
 def _attach_text_backend(encoder: TorchDualEncoder, requested: str, threads: int) -> None:

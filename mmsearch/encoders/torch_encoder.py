@@ -92,6 +92,12 @@ class TorchDualEncoder:
         self._image_runner = runner
         self.image_backend = description
 
+    @property
+    def takes_uint8_pixels(self) -> bool:
+        """True when ``encode_image_tensors`` takes uint8 pixels as decoded (the compiled image graph
+        normalises them), so indexing can skip normalising batches in the main process."""
+        return bool(getattr(self._image_runner, "accepts_uint8", False))
+
     def use_text_runner(self, runner: Callable[[torch.Tensor], np.ndarray], description: str) -> None:
         """Route token batches through ``runner`` (a compiled text graph, already checked against this
         model) instead of the torch module."""

@@ -15,8 +15,6 @@ exactly as the torch path does.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 import time
@@ -27,12 +25,14 @@ import numpy as np
 import torch
 
 from mmsearch.encoders.lite import trim_padding
-from mmsearch.encoders.openvino_tower import AUTO_MODELS, _OV_PRECISION, _cosines, _read, _save, cache_root, openvino_available
-from mmsearch.errors import ConfigError, TextBackendError
+from mmsearch.encoders.openvino_tower import (
+    IMAGE_BACKENDS, _OV_PRECISION, _cosines, cache_key, cache_root, load_or_convert, openvino_available, resolve_backend,
+)
+from mmsearch.errors import TextBackendError
 
 log = logging.getLogger(__name__)
 
-TEXT_BACKENDS = ("auto", "torch", "openvino")
+TEXT_BACKENDS = IMAGE_BACKENDS  # the same choice for both towers
 PROBE_MIN_COSINE = 0.99
 PROBE_TEXTS = (
     "a red leather handbag", "dog", "a slice of pizza with extra cheese on a wooden table",
@@ -43,20 +43,12 @@ GRAPH_FORMAT = 1  # part of the cache key
 
 def resolve_text_backend(requested: str, spec: str, device: str, model: torch.nn.Module | None = None) -> str:
     """'auto' -> 'openvino' for the default model on CPU when OpenVINO is installed, else 'torch'."""
-    if requested not in TEXT_BACKENDS:
-        raise ConfigError(f"unknown text backend {requested!r}: use one of {', '.join(TEXT_BACKENDS)}")
-    if requested == "torch":
-        return "torch"
-    if requested == "openvino":
-        if device != "cpu":
-            raise ConfigError("the openvino text backend runs on CPU; use --device cpu or MMSEARCH_TEXT_BACKEND=torch")
-        if not openvino_available():
-            raise TextBackendError("MMSEARCH_TEXT_BACKEND=openvino needs the openvino package: pip install 'mmsearch[openvino]'")
-        if model is not None and not _has_text_graph(model):
+    backend = resolve_backend("text", requested, spec, device, openvino_available(), TextBackendError)
+    if backend == "openvino" and model is not None and not _has_text_graph(model):
+        if requested == "openvino":
             raise TextBackendError("MMSEARCH_TEXT_BACKEND=openvino supports mmsearch-lite's text tower only")
-        return "openvino"
-    base = spec.split(":", 1)[0]
-    return "openvino" if device == "cpu" and base in AUTO_MODELS and openvino_available() else "torch"
+        return "torch"  # auto: a model whose text tower has no compilable graph keeps torch
+    return backend
 
 
 def _has_text_graph(model: torch.nn.Module) -> bool:
@@ -75,10 +67,7 @@ class _TextGraph(torch.nn.Module):
 
 
 def graph_key(model_id: str) -> str:
-    import openvino
-
-    parts = ["text", GRAPH_FORMAT, model_id, torch.__version__, openvino.__version__]
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+    return cache_key(["text", GRAPH_FORMAT, model_id])
 
 
 def _convert(model: torch.nn.Module, tokens: torch.Tensor) -> list[tuple[object, bool]]:
@@ -126,7 +115,7 @@ def build_openvino_text_tower(
     pad_id = int(model.text.config.pad_token_id)
     probe = tokenizer(list(PROBE_TEXTS))
     try:
-        graphs, cache_hit = _cached_or_converted(model, trim_padding(probe, pad_id), key_dir)
+        graphs, cache_hit = load_or_convert(key_dir, lambda: _convert(model, trim_padding(probe, pad_id)))
         core = ov.Core()
         if key_dir.is_dir():
             core.set_property({"CACHE_DIR": str(key_dir / "compiled")})
@@ -143,21 +132,6 @@ def build_openvino_text_tower(
     log.info("text tower: %s in %.1fs (probe cosine to torch fp32 %.4f; %s)", tower.describe(),
              time.perf_counter() - started, worst, key_dir)
     return tower
-
-
-def _cached_or_converted(model: torch.nn.Module, tokens: torch.Tensor, key_dir: Path) -> tuple[list, bool]:
-    try:
-        return _read(key_dir), True
-    except FileNotFoundError:
-        pass
-    except Exception as exc:  # a damaged cache entry is rebuilt, never trusted
-        log.warning("ignoring unreadable OpenVINO text graph in %s: %s", key_dir, exc)
-    graphs = _convert(model, tokens)
-    try:
-        _save(graphs, key_dir)
-    except OSError as exc:
-        log.info("cannot cache the OpenVINO text graph in %s: %s", key_dir, exc)
-    return graphs, False
 
 
 __all__ = ["TEXT_BACKENDS", "resolve_text_backend", "build_openvino_text_tower", "OpenVinoTextTower"]

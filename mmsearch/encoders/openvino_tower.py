@@ -54,20 +54,27 @@ def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
-def resolve_image_backend(requested: str, spec: str, device: str) -> str:
-    """'auto' -> 'openvino' for the default model on CPU when OpenVINO is installed, else 'torch'."""
+def resolve_backend(kind: str, requested: str, spec: str, device: str, available: bool, error: type[ConfigError]) -> str:
+    """What runs one tower (``kind`` image or text): 'auto' -> 'openvino' for the default model on CPU
+    when OpenVINO is ``available``, else 'torch'; an explicit 'openvino' that cannot run is ``error``."""
+    variable = f"MMSEARCH_{kind.upper()}_BACKEND"
     if requested not in IMAGE_BACKENDS:
-        raise ConfigError(f"unknown image backend {requested!r}: use one of {', '.join(IMAGE_BACKENDS)}")
+        raise ConfigError(f"unknown {kind} backend {requested!r}: use one of {', '.join(IMAGE_BACKENDS)}")
     if requested == "torch":
         return "torch"
     if requested == "openvino":
         if device != "cpu":
-            raise ConfigError("the openvino image backend runs on CPU; use --device cpu or MMSEARCH_IMAGE_BACKEND=torch")
-        if not openvino_available():
-            raise ImageBackendError("MMSEARCH_IMAGE_BACKEND=openvino needs the openvino package: pip install 'mmsearch[openvino]'")
+            raise ConfigError(f"the openvino {kind} backend runs on CPU; use --device cpu or {variable}=torch")
+        if not available:
+            raise error(f"{variable}=openvino needs the openvino package: pip install 'mmsearch[openvino]'")
         return "openvino"
     base = spec.split(":", 1)[0]
-    return "openvino" if device == "cpu" and base in AUTO_MODELS and openvino_available() else "torch"
+    return "openvino" if device == "cpu" and base in AUTO_MODELS and available else "torch"
+
+
+def resolve_image_backend(requested: str, spec: str, device: str) -> str:
+    """'auto' -> 'openvino' for the default model on CPU when OpenVINO is installed, else 'torch'."""
+    return resolve_backend("image", requested, spec, device, openvino_available(), ImageBackendError)
 
 
 def cache_root() -> Path:
@@ -76,12 +83,17 @@ def cache_root() -> Path:
     return cache_dir() / "openvino"
 
 
-def graph_key(model_id: str, image_size: int) -> str:
-    """What the converted graph depends on: the weights (via the model id), input size and converters."""
+def cache_key(parts: list) -> str:
+    """A graph cache folder name for what a converted graph depends on (``parts``: the weights via the
+    model id, input shape, format) plus the torch and OpenVINO versions that converted it."""
     import openvino
 
-    parts = [GRAPH_FORMAT, model_id, image_size, torch.__version__, openvino.__version__]
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+    return hashlib.sha256(json.dumps([*parts, torch.__version__, openvino.__version__]).encode()).hexdigest()[:24]
+
+
+def graph_key(model_id: str, image_size: int) -> str:
+    """What the converted image graph depends on: the weights (via the model id), input size and converters."""
+    return cache_key([GRAPH_FORMAT, model_id, image_size])
 
 
 class _ImageGraph(torch.nn.Module):
@@ -191,14 +203,15 @@ def _read(key_dir: Path) -> list[tuple[object, bool]]:
     return [(core.read_model(str(key_dir / name)), bool(at_requested)) for name, at_requested in names]
 
 
-def _load_or_convert(model: torch.nn.Module, key_dir: Path, image_size: int) -> tuple[list[tuple[object, bool]], bool]:
-    """-> (graphs, read from the cache?): the cached graphs, or freshly converted ones saved for next time."""
+def load_or_convert(key_dir: Path, convert: Callable[[], list[tuple[object, bool]]]) -> tuple[list[tuple[object, bool]], bool]:
+    """-> (graphs, read from the cache?): the graphs cached in ``key_dir``, or ``convert()``'s, saved
+    there for next time."""
     if (key_dir / GRAPH_FILE).is_file():
         try:
             return _read(key_dir), True
         except Exception as exc:  # a damaged cache entry is rebuilt, never trusted
             log.warning("ignoring unreadable OpenVINO graph in %s: %s", key_dir, exc)
-    graphs = _convert(model, image_size)
+    graphs = convert()
     try:
         _save(graphs, key_dir)
     except OSError as exc:
@@ -361,7 +374,7 @@ def build_openvino_tower(
     started = time.perf_counter()
     key_dir = cache_root() / graph_key(model_id, image_size)
     try:
-        graphs, cache_hit = _load_or_convert(model, key_dir, image_size)
+        graphs, cache_hit = load_or_convert(key_dir, lambda: _convert(model, image_size))
         config = {
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": max(1, threads),

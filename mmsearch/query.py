@@ -29,7 +29,7 @@ from mmsearch.errors import InvalidQueryError
 from mmsearch.filters import Condition, candidate_sql, field_sql, product_sql
 from mmsearch.keyword import keyword_matches, keyword_ranking
 from mmsearch.search import Searcher
-from mmsearch.store import IMAGE, MODALITIES
+from mmsearch.store import IMAGE, MODALITIES, id_chunks
 
 Mode = Literal["vector", "keyword", "hybrid"]
 MODES: tuple[str, ...] = ("vector", "keyword", "hybrid")
@@ -236,8 +236,7 @@ class QueryEngine:
         sort_sql = field if sort_field else "NULL"
         product = product_sql(self.store.dialect)
         with self.store.engine.connect() as conn:
-            for start in range(0, len(ids), 900):
-                chunk = ids[start : start + 900]
+            for chunk in id_chunks(ids):
                 marks = ", ".join(f":i{n}" for n in range(len(chunk)))
                 rows = conn.execute(
                     sql(f"SELECT id, modality, {product}, {sort_sql} FROM items WHERE id IN ({marks})"),

@@ -43,6 +43,17 @@ TEXT = "text"
 MODALITIES = (IMAGE, TEXT)
 
 
+# Bound parameters per statement: SQLite's limit was 999 before 3.32; queries on many ids go in chunks.
+PARAMETER_CHUNK = 900
+
+
+def id_chunks(values: Sequence) -> Iterator[list]:
+    """``values`` in lists of at most PARAMETER_CHUNK, for ``WHERE ... IN (...)`` over many ids."""
+    values = list(values)
+    for start in range(0, len(values), PARAMETER_CHUNK):
+        yield values[start : start + PARAMETER_CHUNK]
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -234,8 +245,7 @@ class Store:
         ids = [int(i) for i in ids]
         out: dict[int, ItemRecord] = {}
         with self._session() as s:
-            for start in range(0, len(ids), 900):  # stay under SQLite's bound-parameter limit
-                chunk = ids[start : start + 900]
+            for chunk in id_chunks(ids):
                 for row in s.scalars(select(Item).where(Item.id.in_(chunk))):
                     out[row.id] = ItemRecord.of(row)
         return out
@@ -264,9 +274,12 @@ class Store:
             last = int(ids[-1])
 
     def vectors_for(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        out: dict[int, np.ndarray] = {}
         with self._session() as s:
-            rows = s.execute(select(Embedding.item_id, Embedding.vector).where(Embedding.item_id.in_([int(i) for i in ids])))
-            return {int(i): np.frombuffer(v, dtype=np.float32) for i, v in rows}
+            for chunk in id_chunks(int(i) for i in ids):
+                rows = s.execute(select(Embedding.item_id, Embedding.vector).where(Embedding.item_id.in_(chunk)))
+                out.update((int(i), np.frombuffer(v, dtype=np.float32)) for i, v in rows)
+        return out
 
     def failures(self, run_id: int | None = None) -> list[tuple[str, str]]:
         with self._session() as s:
@@ -336,8 +349,8 @@ class Store:
     @staticmethod
     def _delete_in_chunks(s: Session, column, values: Sequence) -> None:
         """DELETE ... WHERE column IN (...), in chunks that stay under SQLite's bound-parameter limit."""
-        for start in range(0, len(values), 900):
-            s.execute(delete(column.class_).where(column.in_(list(values[start : start + 900]))))
+        for chunk in id_chunks(values):
+            s.execute(delete(column.class_).where(column.in_(chunk)))
 
     def update_items(self, changes: Sequence[tuple[int, dict]]) -> None:
         """Change metadata (key, path, caption, mtime...) without touching vectors: moves and renames."""

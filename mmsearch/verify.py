@@ -25,7 +25,7 @@ from mmsearch.encoders.base import Encoder
 from mmsearch.errors import MmsearchError
 from mmsearch.index import VectorIndex
 from mmsearch.indexdir import IndexDir, Manifest
-from mmsearch.store import IMAGE, MODALITIES, TEXT, Embedding, Item, ItemRecord, NewItem, Store
+from mmsearch.store import IMAGE, MODALITIES, TEXT, Embedding, Item, ItemRecord, NewItem, Store, id_chunks
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +229,8 @@ def repair_index(path: Path, encoder_factory: Callable[[str], Encoder], *, max_p
 
 def _delete_embeddings(store: Store, ids: list[int]) -> None:
     with store.engine.begin() as conn:
-        for start in range(0, len(ids), 900):
-            conn.execute(delete(Embedding).where(Embedding.item_id.in_(ids[start : start + 900])))
+        for chunk in id_chunks(ids):
+            conn.execute(delete(Embedding).where(Embedding.item_id.in_(chunk)))
 
 
 def _reembed(store: Store, manifest: Manifest, ids: list[int], encoder_factory: Callable[[str], Encoder], max_pixels: int) -> list[str]:

@@ -130,6 +130,18 @@ def _collate(samples) -> DecodedBatch:
     return DecodedBatch([p for p, _ in ok], pixels, failures)
 
 
+READ_AHEAD_BYTES = 96 * 2**20  # decoded pixels the workers may hold ready (bounded: memory stays flat)
+
+
+def read_ahead_batches(batch_size: int, workers: int, target_size: int | None) -> int:
+    """Batches each worker may decode ahead: about READ_AHEAD_BYTES of uint8 crops in all, at least 2.
+
+    Deep enough that decoding started before the model has loaded keeps the encoder fed for a while
+    (see indexer.pipeline), shallow enough that a large model input size cannot fill the memory."""
+    per_batch = batch_size * 3 * (target_size or 224) ** 2
+    return max(2, READ_AHEAD_BYTES // max(1, per_batch * max(1, workers)))
+
+
 def decode_batches(
     paths: Sequence[str],
     transform: Callable,
@@ -140,16 +152,17 @@ def decode_batches(
     target_size: int | None = None,
     pin_memory: bool = False,
 ) -> Iterator[DecodedBatch]:
-    """Yield decoded, preprocessed batches in order; decoding runs ahead in ``workers`` processes."""
+    """Decoded, preprocessed batches in order. The ``workers`` processes start at once (not at the first
+    ``next``) and decode ahead, so a caller can start this before loading its model."""
     if not paths:
-        return
+        return iter(())
     loader = DataLoader(
         _ImageFiles(paths, transform, max_pixels, target_size),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=_collate,
-        prefetch_factor=2 if workers else None,
+        prefetch_factor=read_ahead_batches(batch_size, workers, target_size) if workers else None,
         pin_memory=pin_memory,
         timeout=600 if workers else 0,  # a worker stuck on one file longer than this fails the run loudly
     )
-    yield from loader
+    return iter(loader)

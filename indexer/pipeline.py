@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -20,8 +21,8 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from indexer.fastpath import split_transform
-from indexer.loader import decode_batches
+from indexer.fastpath import SplitTransform, same_worker_stage, split_transform, transform_input_size
+from indexer.loader import DecodedBatch, decode_batches
 from indexer.sources import ScanResult, SourceItem, scan
 from indexer.writer import IndexWriter
 from mmsearch.ann import DEFAULT_FLAT_THRESHOLD, AnnOptions, choose_factory
@@ -122,10 +123,46 @@ class EmbedStage(Protocol):
                  max_pixels: int) -> Iterable[EmbeddedBatch]: ...
 
 
+@dataclass
+class EarlyDecode:
+    """Image decoding started before the model loaded, with the preprocessing the model was announced
+    to use (see ``preprocess_for`` in :func:`index_source`)."""
+
+    stages: SplitTransform
+    target_size: int
+    batches: Iterator[DecodedBatch]
+
+
+def _image_paths(items: Sequence[SourceItem]) -> list[str]:
+    return [item.path for item in items if item.modality == "image"]
+
+
+def start_early_decode(spec: str, items: Sequence[SourceItem], preprocess_for: Callable[[str], Callable | None], *,
+                       batch_size: int, workers: int, max_pixels: int) -> EarlyDecode | None:
+    """Fork the decode workers and let them read ahead while the model loads (imports and weights take
+    seconds), when the model's preprocessing is known without loading it. Forking now also keeps the
+    workers out of a process that has loaded native runtimes such as OpenVINO."""
+    paths = _image_paths(items)
+    if not paths or workers < 1:
+        return None
+    try:
+        transform = preprocess_for(spec)
+    except Exception as exc:  # loading the model reports the real problem, with its own message
+        log.debug("no early decoding for %s: %s", spec, exc)
+        return None
+    if transform is None:
+        return None
+    stages = split_transform(transform)
+    target = transform_input_size(transform) or DRAFT_SIZE
+    batches = decode_batches(paths, stages.worker, batch_size=batch_size, workers=workers, max_pixels=max_pixels, target_size=target)
+    return EarlyDecode(stages, target, batches)
+
+
 def embed_batches(encoder: Encoder, items: Sequence[SourceItem], *, batch_size: int, workers: int,
-                  max_pixels: int) -> Iterator[EmbeddedBatch]:
+                  max_pixels: int, early: EarlyDecode | None = None) -> Iterator[EmbeddedBatch]:
     """Embed the texts among ``items``, then the images (decoded in ``workers`` processes), a batch at a
-    time. An image that cannot be decoded comes back as a failure with its reason, never as a vector."""
+    time. An image that cannot be decoded comes back as a failure with its reason, never as a vector.
+    ``early`` is decoding already under way; it is used only if the loaded model preprocesses the same way."""
     texts = [p for p, item in enumerate(items) if item.modality == "text"]
     images = [p for p, item in enumerate(items) if item.modality == "image"]
     for start in range(0, len(texts), batch_size):
@@ -135,11 +172,17 @@ def embed_batches(encoder: Encoder, items: Sequence[SourceItem], *, batch_size: 
         return
     stages = split_transform(encoder.image_transform)
     uint8_ok = stages.split and getattr(encoder, "takes_uint8_pixels", False)  # the graph normalises them itself
-    for batch in decode_batches(
-        [items[p].path for p in images], stages.worker,
-        batch_size=batch_size, workers=workers, max_pixels=max_pixels, target_size=_draft_size(encoder),
-        pin_memory=getattr(encoder, "device", "cpu") == "cuda",
-    ):
+    if early is not None and same_worker_stage(early.stages, stages) and early.target_size == _draft_size(encoder):
+        decoded = early.batches
+    else:
+        if early is not None:
+            log.warning("the model preprocesses images differently than announced; decoding again")
+        decoded = decode_batches(
+            _image_paths(items), stages.worker,
+            batch_size=batch_size, workers=workers, max_pixels=max_pixels, target_size=_draft_size(encoder),
+            pin_memory=getattr(encoder, "device", "cpu") == "cuda",
+        )
+    for batch in decoded:
         pixels = batch.pixels if uint8_ok else stages.finish(batch.pixels)
         vectors = encoder.encode_image_tensors(pixels) if batch.positions else np.zeros((0, encoder.dim), np.float32)
         yield EmbeddedBatch([images[p] for p in batch.positions], vectors, [(images[p], reason) for p, reason in batch.failures])
@@ -171,6 +214,7 @@ def index_source(
     flat_threshold: int | None = None,
     database_url: str | None = None,
     embed_stage: EmbedStage | None = None,
+    preprocess_for: Callable[[str], Callable | None] | None = None,
 ) -> IndexReport:
     """Index ``source`` into ``index_dir``. ``encoder_factory(spec)`` loads the model only if needed.
 
@@ -179,7 +223,9 @@ def index_source(
     ``flat_threshold`` is the count below which ``auto`` keeps exact search (see mmsearch.ann);
     ``database_url`` keeps the metadata in that database instead of the directory's items.sqlite;
     ``embed_stage`` replaces in-process embedding (e.g. indexer.ray_engine), with ``encoder_factory``
-    then returning whatever that stage needs (the manifest only reads ``model_id`` and ``dim``)."""
+    then returning whatever that stage needs (the manifest only reads ``model_id`` and ``dim``);
+    ``preprocess_for(spec)`` announces the image preprocessing the model will use, without loading it
+    (None when unknown), so in-process decoding starts while the model loads."""
     ann_options = AnnOptions(
         index_type or "auto", recall_target or 0.95, DEFAULT_FLAT_THRESHOLD if flat_threshold is None else flat_threshold
     ).check()
@@ -200,7 +246,7 @@ def index_source(
         store = idx.open_store()
         try:
             return _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started,
-                        catalogue, ann_options, explicit, embed_stage)
+                        catalogue, ann_options, explicit, embed_stage, preprocess_for)
         finally:
             store.close()
 
@@ -216,7 +262,7 @@ def _apply_ann_options(manifest, options: AnnOptions, explicit: tuple[bool, bool
 
 
 def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started,
-         catalogue, ann_options, explicit, embed_stage=None) -> IndexReport:
+         catalogue, ann_options, explicit, embed_stage=None, preprocess_for=None) -> IndexReport:
     existing = {r.key: r for r in store.all_items()}
 
     def known_hash(key: str, size: int, mtime: float) -> str | None:
@@ -228,6 +274,13 @@ def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, worker
     report = IndexReport(str(Path(source).resolve()), str(idx.path.resolve()), scanned=len(result.items), unchanged=plan.unchanged)
     report.failures.extend(result.failures)
 
+    todo = [(item, item_id) for item, item_id in plan.embed if item.modality == "text"]
+    todo += [(item, item_id) for item, item_id in plan.embed if item.modality == "image"]
+    embed = embed_stage
+    if embed is None:
+        early = start_early_decode(spec, [item for item, _ in todo], preprocess_for, batch_size=batch_size, workers=workers,
+                                   max_pixels=max_pixels) if preprocess_for else None
+        embed = functools.partial(embed_batches, early=early)
     encoder = encoder_factory(spec) if (plan.embed or manifest is None) else None
     if manifest is None:
         manifest = idx.create(spec, encoder.model_id, encoder.dim)
@@ -241,11 +294,9 @@ def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, worker
     writer.delete(plan.deletes)
     report.moved, report.updated, report.removed = len(plan.moves), len(plan.updates), len(plan.deletes)
 
-    todo = [(item, item_id) for item, item_id in plan.embed if item.modality == "text"]
-    todo += [(item, item_id) for item, item_id in plan.embed if item.modality == "image"]
     broken: list[ItemRecord] = []
     with _progress(len(todo), progress) as bar:
-        for batch in (embed_stage or embed_batches)(
+        for batch in embed(
             encoder, [item for item, _ in todo], batch_size=batch_size, workers=workers, max_pixels=max_pixels
         ):
             chunk = [todo[p] for p in batch.positions]

@@ -91,6 +91,7 @@ def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int
           catalogue: bool, index_type: str | None, recall_target: float | None, engine: str, address: str | None) -> None:
     """Index (or update the index of) a folder, a JSONL/CSV manifest, or a product catalogue."""
     from indexer.pipeline import index_source
+    from mmsearch.encoders.registry import preprocess_without_model
     from mmsearch.threads import configure_batch
 
     if address is not None and engine != "ray":
@@ -104,7 +105,7 @@ def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int
             model_spec=model, default_model=s.model, batch_size=s.batch_size, workers=s.workers, max_pixels=s.max_image_pixels,
             catalogue=catalogue,
             index_type=index_type, recall_target=recall_target, flat_threshold=s.ann_threshold, embed_stage=embed_stage,
-            database_url=s.database(),
+            database_url=s.database(), preprocess_for=None if embed_stage else preprocess_without_model,
         )
     click.echo(
         f"indexed {report.source} -> {report.index_dir} in {report.seconds:.1f}s: "

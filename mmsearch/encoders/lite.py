@@ -276,12 +276,35 @@ def make_tokenizer(cfg: LiteConfig):
     return HFTokenizer(str(minilm_dir()), context_length=cfg.context_length)
 
 
-def make_preprocess(cfg: LiteConfig):
-    from open_clip.transform import image_transform
+def _rgb(image):
+    return image.convert("RGB") if image.mode != "RGB" else image
 
-    return image_transform(
-        cfg.image_size, is_train=False, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_mode="shortest", interpolation="bicubic"
-    )
+
+def make_preprocess(cfg: LiteConfig):
+    """Shortest side to ``image_size`` (bicubic, antialiased), centre crop, RGB, scale to [-1, 1].
+
+    The same steps open_clip's ``image_transform(resize_mode="shortest")`` builds, written with
+    torchvision alone so the indexer can start its decode workers before open_clip, timm and the
+    model are loaded (tests/test_lite.py checks the two give identical tensors)."""
+    from torchvision import transforms as T
+
+    return T.Compose([
+        T.Resize(cfg.image_size, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
+        T.CenterCrop(cfg.image_size),
+        _rgb,
+        T.ToTensor(),
+        T.Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+    ])
+
+
+def lite_config(weights: Path | None) -> LiteConfig:
+    """The config a weights file records in its metadata (the header only: no tensor is read)."""
+    from safetensors import safe_open
+
+    if weights is None:
+        return LiteConfig()
+    with safe_open(str(weights), framework="pt") as fh:
+        return LiteConfig.from_json((fh.metadata() or {}).get("config", "{}"))
 
 
 def save_lite_weights(model: LiteDualEncoder, path: Path, extra_meta: dict | None = None, half: bool = False) -> Path:

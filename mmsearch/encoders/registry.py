@@ -91,17 +91,40 @@ def _build_open_clip(spec: str, arch: str, pretrained: str | None):
     return model, preprocess, tokenizer, model_id
 
 
+def _lite_weights_path(weights: str | None) -> Path | None:
+    """The weights file a ``mmsearch-lite[:PATH]`` spec names (None: the shipped default)."""
+    if not weights:
+        return None
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise ModelNotFoundError(f"weights file {path} does not exist")
+    return path
+
+
 def _build_lite(weights: str | None):
     from mmsearch.encoders.lite import BRIDGE_WEIGHTS, load_lite, load_lite_bridge
 
     if weights == BRIDGE_WEIGHTS:  # mmsearch-lite:bridge, the training-free bridge alone (eval's baseline)
         return load_lite_bridge()
-    path = None
-    if weights:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise ModelNotFoundError(f"weights file {path} does not exist")
-    return load_lite(path)
+    return load_lite(_lite_weights_path(weights))
+
+
+def preprocess_without_model(spec: str):
+    """The image preprocessing ``load_encoder(spec)`` will use, when it can be had without building the
+    model (mmsearch-lite: from the weights file's metadata), else None.
+
+    The indexer uses it to start decoding images while the model loads (seconds of imports and weight
+    loading), and so that its decode workers are forked from a process that has not loaded OpenVINO."""
+    from mmsearch.encoders.lite import BRIDGE_WEIGHTS, DEFAULT_WEIGHTS, LITE_NAME, lite_config, make_preprocess
+
+    arch, weights = split_spec(spec)
+    if arch != LITE_NAME:
+        return None
+    if weights == BRIDGE_WEIGHTS:
+        path = None
+    else:
+        path = _lite_weights_path(weights) or (DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.exists() else None)
+    return make_preprocess(lite_config(path))
 
 
 def load_encoder(

@@ -74,14 +74,9 @@ class TorchDualEncoder:
     @property
     def input_size(self) -> int | None:
         """The pixel size the preprocessing resizes to (so decoders can stop at that scale), if known."""
-        sizes = []
-        for step in getattr(self._preprocess, "transforms", ()):
-            size = getattr(step, "size", None)
-            if isinstance(size, int):
-                sizes.append(size)
-            elif isinstance(size, (tuple, list)) and size and all(isinstance(v, int) for v in size):
-                sizes.append(max(size))
-        return max(sizes) if sizes else None
+        from indexer.fastpath import transform_input_size
+
+        return transform_input_size(self._preprocess)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.precision, self.device)

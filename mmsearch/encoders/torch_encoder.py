@@ -105,22 +105,18 @@ class TorchDualEncoder:
         return self._tokenizer
 
     def encode_image_tensors(self, batch: torch.Tensor) -> np.ndarray:
-        if self._image_runner is not None:
-            return self._encode_with_runner(batch)
-        outs = []
-        with torch.inference_mode(), self._autocast():
-            for start in range(0, len(batch), self.batch_size):
-                chunk = batch[start : start + self.batch_size].to(self.device, non_blocking=True)
-                if self.device == "cpu":
-                    chunk = chunk.contiguous(memory_format=torch.channels_last)
-                outs.append(self.model.encode_image(chunk).float().cpu().numpy())
-        if not outs:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return l2_normalise(np.concatenate(outs))
-
-    def _encode_with_runner(self, batch: torch.Tensor) -> np.ndarray:
-        outs = [self._image_runner(batch[start : start + self.batch_size]) for start in range(0, len(batch), self.batch_size)]
+        """Preprocessed pixels [n, 3, H, W] -> L2-normalised embeddings, ``batch_size`` images per call of
+        the compiled graph when one is attached, else of the torch module."""
+        run = self._image_runner or self._run_image_module
+        outs = [run(batch[start : start + self.batch_size]) for start in range(0, len(batch), self.batch_size)]
         return l2_normalise(np.concatenate(outs)) if outs else np.zeros((0, self.dim), dtype=np.float32)
+
+    def _run_image_module(self, chunk: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode(), self._autocast():
+            chunk = chunk.to(self.device, non_blocking=True)
+            if self.device == "cpu":
+                chunk = chunk.contiguous(memory_format=torch.channels_last)
+            return self.model.encode_image(chunk).float().cpu().numpy()
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:

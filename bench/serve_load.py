@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -80,6 +81,28 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 600) -> None:
     raise RuntimeError("server did not become ready in time")
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure_load(base: str, texts: list[str], clients: int, server_pid: int) -> dict:
+    """:func:`load`, plus the CPU time per request the server and this load generator each used: on a
+    machine where both share the cores, the two together bound the requests/s any server could reach."""
+    server_before, client_before = process_cpu_seconds(server_pid), own_cpu_seconds()
+    result = asyncio.run(load(base, texts, clients))
+    requests = max(1, result["requests"])
+    result["server_cpu_ms_per_request"] = round(1000 * (process_cpu_seconds(server_pid) - server_before) / requests, 2)
+    result["client_cpu_ms_per_request"] = round(1000 * (own_cpu_seconds() - client_before) / requests, 2)
+    return result
+
+
 async def load(base: str, texts: list[str], clients: int) -> dict:
     """``clients`` concurrent clients share the query list; -> latency percentiles, requests/s, errors."""
     latencies: list[float] = []
@@ -124,8 +147,8 @@ def run(size: str, clients: int, work_dir: Path) -> dict:
     try:
         wait_ready(base, proc)
         info = httpx.get(f"{base}/v1/info", timeout=10).json()
-        sequential = asyncio.run(load(base, queries(spec["baseline_requests"], seed=6), 1))
-        concurrent = asyncio.run(load(base, queries(spec["requests"]), clients))
+        sequential = measure_load(base, queries(spec["baseline_requests"], seed=6), 1, proc.pid)
+        concurrent = measure_load(base, queries(spec["requests"]), clients, proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -141,9 +164,9 @@ def run(size: str, clients: int, work_dir: Path) -> dict:
     }
     print_table(
         f"text queries against mmsearch serve, {spec['n']} items ({size}; load {result['machine']['loadavg_1_5_15']})",
-        [(f"{clients} clients", concurrent["p50_ms"], concurrent["p99_ms"], concurrent["requests_per_s"], concurrent["errors"]),
-         ("1 client (baseline)", sequential["p50_ms"], sequential["p99_ms"], sequential["requests_per_s"], sequential["errors"])],
-        ("load", "p50 ms", "p99 ms", "requests/s", "errors"),
+        [(name, r["p50_ms"], r["p99_ms"], r["requests_per_s"], r["errors"], r["server_cpu_ms_per_request"], r["client_cpu_ms_per_request"])
+         for name, r in ((f"{clients} clients", concurrent), ("1 client (baseline)", sequential))],
+        ("load", "p50 ms", "p99 ms", "requests/s", "errors", "server CPU ms/req", "client CPU ms/req"),
     )
     return result
 

@@ -55,4 +55,5 @@ def test_serve_load_bench(smoke):
     result = smoke["results"]["serve_load"]
     load = result["load_4_clients"]
     assert load["errors"] == 0 and load["requests"] == 160
+    assert load["server_cpu_ms_per_request"] > 0 and load["client_cpu_ms_per_request"] > 0  # the CPU budget is reported
     assert result["baseline_1_client"]["errors"] == 0

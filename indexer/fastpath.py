@@ -78,20 +78,7 @@ def split_transform(transform: Callable) -> SplitTransform:
     return SplitTransform(transform, _identity, False)
 
 
-def transform_input_size(transform: Callable) -> int | None:
-    """The pixel size a Compose pipeline resizes/crops to (so decoders can stop at that scale), if known."""
-    sizes = []
-    for step in getattr(transform, "transforms", ()):
-        size = getattr(step, "size", None)
-        if isinstance(size, int):
-            sizes.append(size)
-        elif isinstance(size, (tuple, list)) and size and all(isinstance(v, int) for v in size):
-            sizes.append(max(size))
-    return max(sizes) if sizes else None
-
-
 def same_worker_stage(a: SplitTransform, b: SplitTransform) -> bool:
     """Whether two split pipelines do the same per-image work in the workers (same steps, same settings)."""
     steps_a, steps_b = getattr(a.worker, "steps", None), getattr(b.worker, "steps", None)
     return a.split and b.split and steps_a is not None and repr(steps_a) == repr(steps_b)
-

@@ -21,12 +21,13 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from indexer.fastpath import SplitTransform, same_worker_stage, split_transform, transform_input_size
+from indexer.fastpath import SplitTransform, same_worker_stage, split_transform
 from indexer.loader import DecodedBatch, decode_batches
 from indexer.sources import ScanResult, SourceItem, scan
 from indexer.writer import IndexWriter
 from mmsearch.ann import DEFAULT_FLAT_THRESHOLD, AnnOptions, choose_factory
 from mmsearch.encoders.base import Encoder
+from mmsearch.encoders.torch_encoder import transform_input_size
 from mmsearch.errors import ModelMismatchError
 from mmsearch.indexdir import IndexDir
 from mmsearch.store import ItemRecord, NewItem

@@ -285,7 +285,7 @@ def make_preprocess(cfg: LiteConfig):
 
     The same steps open_clip's ``image_transform(resize_mode="shortest")`` builds, written with
     torchvision alone so the indexer can start its decode workers before open_clip, timm and the
-    model are loaded (tests/test_lite.py checks the two give identical tensors)."""
+    model are loaded (tests/test_early_decode.py checks the two give identical tensors)."""
     from torchvision import transforms as T
 
     return T.Compose([

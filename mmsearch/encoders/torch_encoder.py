@@ -34,6 +34,18 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def transform_input_size(transform: Callable) -> int | None:
+    """The pixel size a Compose pipeline resizes/crops to (so decoders can stop at that scale), if known."""
+    sizes = []
+    for step in getattr(transform, "transforms", ()):
+        size = getattr(step, "size", None)
+        if isinstance(size, int):
+            sizes.append(size)
+        elif isinstance(size, (tuple, list)) and size and all(isinstance(v, int) for v in size):
+            sizes.append(max(size))
+    return max(sizes) if sizes else None
+
+
 class TorchDualEncoder:
     """Wraps a torch model + its preprocess + its tokenizer behind the :class:`Encoder` protocol."""
 
@@ -74,8 +86,6 @@ class TorchDualEncoder:
     @property
     def input_size(self) -> int | None:
         """The pixel size the preprocessing resizes to (so decoders can stop at that scale), if known."""
-        from indexer.fastpath import transform_input_size
-
         return transform_input_size(self._preprocess)
 
     def _autocast(self) -> contextlib.AbstractContextManager:

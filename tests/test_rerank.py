@@ -71,6 +71,17 @@ def test_reranking_reaches_the_recall_the_codes_alone_miss(tuned_pq, data, mixtu
         ann.set_search_params(index, tuning.params)
 
 
+def test_a_pq_index_tuned_without_reranking_is_retuned(tuned_pq, data):
+    index, tuning = tuned_pq
+    ids, vectors = data
+    older = {**tuning.to_dict(), "params": {"nprobe": tuning.params["nprobe"]}}  # as an older mmsearch recorded it
+    _, retuned = ann.maintain(DIM, index, ann.array_batches(ids, vectors), AnnOptions("ivfpq", TARGET, 0), older,
+                              rerank.array_source(ids, vectors))
+    assert retuned["params"] == tuning.params
+    _, kept = ann.maintain(DIM, index, ann.array_batches(ids, vectors), AnnOptions("ivfpq", TARGET, 0), retuned)
+    assert kept is retuned
+
+
 def test_reranked_scores_are_exact_inner_products(tuned_pq, data, mixture):
     index, tuning = tuned_pq
     ids, vectors = data

@@ -9,7 +9,7 @@ then time queries one at a time (one FAISS thread, as a server request runs them
 recall@10 against exact search. Baselines from the same run: exact FAISS Flat and plain numpy brute
 force (matrix-vector product + argpartition).
 
-Indexes of lossy codes (ivfpq, sq8) are tuned and searched as mmsearch does, re-ranking ``k * factor``
+Indexes of product codes (ivfpq) are tuned and searched as mmsearch does, re-ranking ``k * factor``
 candidates on the float32 vectors (mmsearch.rerank); here the vectors come from the in-memory array (a
 stand-in for the store), and a "codes only" row shows the same index and nprobe without re-ranking.
 ``--sqlite`` also writes the vectors into a real SQLite store (the writer's tables) and times the

@@ -11,8 +11,8 @@
 * **Tuning** (:func:`tune`): the search knob (``efSearch`` for HNSW, ``nprobe`` for IVF) is raised
   until recall@k against exact search reaches the target on held-out queries (stored vectors whose own
   id is left out of both result lists), the way autofaiss does. The chosen value is written into the
-  index file itself and recorded, with the recall it reached, in the manifest. Indexes of lossy codes
-  (PQ, SQ8) are searched for ``k * factor`` candidates re-ranked exactly on the stored vectors
+  index file itself and recorded, with the recall it reached, in the manifest. Indexes of product codes
+  (ivfpq) are searched for ``k * factor`` candidates re-ranked exactly on the stored vectors
   (:mod:`mmsearch.rerank`); the knob and the factor are tuned together, recall measured after
   re-ranking, and the factor is recorded as the ``rerank`` search parameter.
 """
@@ -242,7 +242,7 @@ def search_excluding_self(vindex: VectorIndex, queries: np.ndarray, query_ids: n
 def tune(vindex: VectorIndex, factory: str, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray,
          target: float = DEFAULT_RECALL_TARGET, vectors_for: rerank.VectorSource | None = None) -> Tuning:
     """Smallest search setting whose recall@k on the held-out queries reaches ``target``. With
-    ``vectors_for`` and an index of lossy codes, each knob value is tried with growing re-rank factors
+    ``vectors_for`` and an index of product codes, each knob value is tried with growing re-rank factors
     (recall measured after re-ranking) until recall stops improving, before the knob is raised: the
     smallest knob, then the smallest factor, that reaches the target."""
     k = truth.shape[1]
@@ -250,7 +250,7 @@ def tune(vindex: VectorIndex, factory: str, queries: np.ndarray, query_ids: np.n
     candidates = _candidates(vindex, factory, k)
     if not candidates:  # exact search: nothing to tune
         return tuning
-    factors = rerank.FACTORS if vectors_for is not None and rerank.is_lossy(factory) else (0,)
+    factors = rerank.FACTORS if vectors_for is not None and rerank.needs_rerank(factory) else (0,)
     for params in candidates:
         set_search_params(vindex, params)
         previous = -1.0
@@ -299,7 +299,7 @@ def build_and_tune(dim: int, factory: str, batches: Batches, n: int, target: flo
 
 def tune_index(index: VectorIndex, batches: Batches, target: float = DEFAULT_RECALL_TARGET, k: int = TUNE_K,
                queries: int = TUNE_QUERIES, vectors_for: rerank.VectorSource | None = None) -> Tuning:
-    """Tune ``index`` on held-out stored vectors. An index of lossy codes is tuned with exact re-ranking,
+    """Tune ``index`` on held-out stored vectors. An index of product codes is tuned with exact re-ranking,
     reading candidates' vectors from ``vectors_for`` (the store's), else by a pass over ``batches``."""
     n = len(index)
     factory = index.factory
@@ -307,7 +307,7 @@ def tune_index(index: VectorIndex, batches: Batches, target: float = DEFAULT_REC
         return Tuning(factory, {}, 1.0, target, k, 0, n, True)
     query_ids, query_vecs = held_out_queries(batches, n, queries)
     truth = exact_neighbours(query_vecs, query_ids, batches, k)
-    if rerank.is_lossy(factory) and vectors_for is None:
+    if rerank.needs_rerank(factory) and vectors_for is None:
         vectors_for = rerank.batches_source(batches)
     return tune(index, factory, query_vecs, query_ids, truth, target, vectors_for)
 
@@ -364,7 +364,7 @@ def maintain(dim: int, vindex: VectorIndex, batches: Batches, options: AnnOption
              vectors_for: rerank.VectorSource | None = None) -> tuple[VectorIndex, dict | None]:
     """-> (index to publish, tuning record). Rebuilds when the type should change (or the index holds
     removed vectors it cannot drop), re-tunes when rebuilt, when the target changed, when the
-    collection grew/shrank by RETUNE_GROWTH since the last tuning, or when an index of lossy codes was
+    collection grew/shrank by RETUNE_GROWTH since the last tuning, or when an index of product codes was
     tuned without re-ranking (by an older mmsearch). ``vectors_for`` reads stored vectors for tuning
     the re-ranking."""
     n = len(vindex)
@@ -379,7 +379,7 @@ def maintain(dim: int, vindex: VectorIndex, batches: Batches, options: AnnOption
     if family(vindex.factory) == "flat":
         return vindex, None
     stale = previous is None or previous.get("factory") != vindex.factory or previous.get("target") != options.recall_target
-    stale = stale or (rerank.is_lossy(vindex.factory) and not rerank.factor_of(previous.get("params")))
+    stale = stale or (rerank.needs_rerank(vindex.factory) and not rerank.factor_of(previous.get("params")))
     drift = previous is not None and not (1 / RETUNE_GROWTH <= n / max(previous.get("count", 1), 1) <= RETUNE_GROWTH)
     if not (rebuilt or stale or drift):
         set_search_params(vindex, previous.get("params", {}))

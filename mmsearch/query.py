@@ -6,7 +6,7 @@ How a query is answered:
 1. the filter is resolved in SQLite to the candidate item ids (``mmsearch.filters``);
 2. vector ranking: the terms' embeddings are summed with their weights (a negative weight subtracts,
    which pushes items like that term down) and the sum is searched with FAISS restricted to the
-   candidates (an ID selector inside the search; an index of lossy codes re-ranks its candidates on the
+   candidates (an ID selector inside the search; an index of product codes re-ranks its candidates on the
    stored vectors, see ``mmsearch.rerank``); if an approximate index returns fewer than it should, the
    candidates' stored vectors are scored exactly instead;
 3. keyword ranking: BM25 over the FTS5 table, restricted to the same candidates; items matching a

@@ -223,7 +223,7 @@ class Searcher:
     def search_modality(self, modality: str, queries: np.ndarray, k: int,
                         subset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """-> (scores, ids; -1 pads) of one modality's vector index, among the ``subset`` ids when given
-        (see mmsearch.query). Like every search here, an index of lossy codes (PQ, SQ8) re-ranks its
+        (see mmsearch.query). Like every search here, an index of product codes (ivfpq) re-ranks its
         candidates on the stored vectors, so scores are exact inner products."""
         self.maybe_reload()
         return self._search_index(self._snapshot, modality, queries, k, subset)

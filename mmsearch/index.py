@@ -119,8 +119,9 @@ class VectorIndex:
 
 
 def _selector_parameters(index: faiss.Index, selector: faiss.IDSelector) -> faiss.SearchParameters:
-    """Search parameters carrying ``selector``. IVF and HNSW indexes refuse the base type, and their own
-    type replaces the index's tuned knob (nprobe, efSearch), so the current values are copied in."""
+    """Search parameters carrying ``selector``. IVF indexes refuse the base type, and their own type (like
+    HNSW's) overrides the index's tuned knob (nprobe, efSearch) with its default, so the current values
+    are copied in. FAISS's wrappers keep ``selector`` and the coarse parameters alive with the result."""
     base = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else faiss.downcast_index(index)
     ivf = faiss.try_extract_index_ivf(base)
     if ivf is not None:

@@ -2,11 +2,11 @@
 
 An index that stores product codes instead of the vectors ranks by approximate scores, so some true
 neighbours fall just below the cut (at one byte per two dimensions recall@10 stays near 0.9 however
-many lists are probed) and every score is a little off. The float32 vectors are
-still in the store (the source of truth), so the index is asked for ``k * factor`` candidates and those
-are scored exactly (inner product of L2-normalised vectors, the same score an exact index gives) to keep
-the best ``k``: the codes stay in RAM (PQ: ~0.13x the raw vectors) and only the candidates' vectors are
-read, the way DiskANN-style systems work. The factor is tuned with the index's own search knob
+many lists are probed) and every score is a little off. The float32 vectors are still in the store
+(the source of truth), so the index is asked for ``k * factor`` candidates and those are scored exactly
+(inner product of L2-normalised vectors, the same score an exact index gives) to keep the best ``k``:
+only the codes stay in RAM (~0.13-0.17x the raw vectors) and only the candidates' vectors are read,
+the way DiskANN-style systems work. The factor is tuned with the index's own search knob
 (:func:`mmsearch.ann.tune`) and stored beside it in the manifest as the ``rerank`` search parameter.
 """
 

@@ -34,7 +34,7 @@ def _ann_rows(r: dict) -> list[tuple]:
     numpy_p50 = rows["numpy brute force"]["p50_ms"]
     out = []
     for name, row in rows.items():
-        if ":" not in name:
+        if ":" not in name or "speedup_vs_numpy_p50" not in row:  # baselines, codes-only and SQLite re-rank rows
             continue
         pq = name.startswith("ivfpq")
         target = "recall >= 0.90 at <= 0.25x memory" if pq else "p50 <= 2 ms, recall >= 0.95, <= 1.5x memory, >= 30x numpy"

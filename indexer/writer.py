@@ -57,7 +57,8 @@ class IndexWriter:
         indexes that hold removed vectors, and re-tune search settings to the recall target."""
         for modality, index in list(self.indexes.items()):
             index, tuning = maintain(
-                self.manifest.dim, index, lambda m=modality: self.store.iter_vectors(m), self.ann_options, self.manifest.ann.get(modality)
+                self.manifest.dim, index, lambda m=modality: self.store.iter_vectors(m), self.ann_options, self.manifest.ann.get(modality),
+                self.store.vectors_for,
             )
             self.indexes[modality] = index
             self.manifest.index_factory[modality] = index.factory

@@ -11,7 +11,10 @@
 * **Tuning** (:func:`tune`): the search knob (``efSearch`` for HNSW, ``nprobe`` for IVF) is raised
   until recall@k against exact search reaches the target on held-out queries (stored vectors whose own
   id is left out of both result lists), the way autofaiss does. The chosen value is written into the
-  index file itself and recorded, with the recall it reached, in the manifest.
+  index file itself and recorded, with the recall it reached, in the manifest. Indexes of product codes
+  (ivfpq) are searched for ``k * factor`` candidates re-ranked exactly on the stored vectors
+  (:mod:`mmsearch.rerank`); the knob and the factor are tuned together, recall measured after
+  re-ranking, and the factor is recorded as the ``rerank`` search parameter.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Callable, Iterator
 import faiss
 import numpy as np
 
+from mmsearch import rerank
 from mmsearch.errors import ConfigError
 from mmsearch.index import VectorIndex
 
@@ -236,26 +240,55 @@ def search_excluding_self(vindex: VectorIndex, queries: np.ndarray, query_ids: n
 
 
 def tune(vindex: VectorIndex, factory: str, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray,
-         target: float = DEFAULT_RECALL_TARGET) -> Tuning:
-    """Smallest search setting whose recall@k on the held-out queries reaches ``target``."""
+         target: float = DEFAULT_RECALL_TARGET, vectors_for: rerank.VectorSource | None = None) -> Tuning:
+    """Smallest search setting whose recall@k on the held-out queries reaches ``target``. With
+    ``vectors_for`` and an index of product codes, each knob value is tried with growing re-rank factors
+    (recall measured after re-ranking) until recall stops improving, before the knob is raised: the
+    smallest knob, then the smallest factor, that reaches the target."""
     k = truth.shape[1]
     tuning = Tuning(factory, {}, 1.0, target, k, len(queries), len(vindex), True)
     candidates = _candidates(vindex, factory, k)
     if not candidates:  # exact search: nothing to tune
         return tuning
+    factors = rerank.FACTORS if vectors_for is not None and rerank.needs_rerank(factory) else (0,)
     for params in candidates:
         set_search_params(vindex, params)
-        started = time.perf_counter()
-        found = search_excluding_self(vindex, queries, query_ids, k)
-        ms = 1000 * (time.perf_counter() - started) / max(len(queries), 1)
-        recall = recall_at_k(found, truth)
-        tuning.curve.append({**params, "recall": round(recall, 4), "ms_per_query": round(ms, 3)})
-        tuning.params, tuning.recall = params, recall
-        if recall >= min(1.0, target + TUNE_MARGIN):
-            return tuning
+        previous = -1.0
+        for factor, recall, ms in _recalls(vindex, queries, query_ids, truth, factors, vectors_for):
+            setting = {**params, rerank.PARAM: factor} if factor else params
+            tuning.curve.append({**setting, "recall": round(recall, 4), "ms_per_query": round(ms, 3)})
+            tuning.params, tuning.recall = setting, recall
+            if recall >= min(1.0, target + TUNE_MARGIN):
+                return tuning
+            if recall <= previous:  # more candidates stopped helping: the lists probed are the limit
+                break
+            previous = recall
     tuning.met = False
     log.warning("%s reached only recall@%d %.3f (target %.2f) at its largest setting", factory, k, tuning.recall, target)
     return tuning
+
+
+def _recalls(vindex: VectorIndex, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray,
+             factors: tuple[int, ...], vectors_for: rerank.VectorSource | None) -> Iterator[tuple[int, float, float]]:
+    """(factor, recall@k, mean ms/query) for each factor at the current knob: one search for the largest
+    factor's candidates and one read of their vectors, then each factor re-ranks its prefix of them
+    (what a search for ``k * factor`` candidates would have returned)."""
+    k = truth.shape[1]
+    started = time.perf_counter()
+    candidates = search_excluding_self(vindex, queries, query_ids, k * max(max(factors), 1))
+    search_ms = 1000 * (time.perf_counter() - started) / max(len(queries), 1)
+    if factors == (0,):
+        yield 0, recall_at_k(candidates, truth), search_ms
+        return
+    started = time.perf_counter()
+    vectors = vectors_for(np.unique(candidates[candidates >= 0]).tolist())
+    read_ms = 1000 * (time.perf_counter() - started) / max(len(queries), 1)
+    for factor in factors:
+        started = time.perf_counter()
+        _, found = rerank.rerank(queries, candidates[:, : k * factor], lambda ids: {i: vectors[i] for i in ids if i in vectors}, k)
+        share = k * factor / candidates.shape[1]  # the candidates' share of the search and of the vector read
+        ms = share * (search_ms + read_ms) + 1000 * (time.perf_counter() - started) / max(len(queries), 1)
+        yield factor, recall_at_k(found, truth), ms
 
 
 def build_and_tune(dim: int, factory: str, batches: Batches, n: int, target: float = DEFAULT_RECALL_TARGET,
@@ -265,14 +298,18 @@ def build_and_tune(dim: int, factory: str, batches: Batches, n: int, target: flo
 
 
 def tune_index(index: VectorIndex, batches: Batches, target: float = DEFAULT_RECALL_TARGET, k: int = TUNE_K,
-               queries: int = TUNE_QUERIES) -> Tuning:
+               queries: int = TUNE_QUERIES, vectors_for: rerank.VectorSource | None = None) -> Tuning:
+    """Tune ``index`` on held-out stored vectors. An index of product codes is tuned with exact re-ranking,
+    reading candidates' vectors from ``vectors_for`` (the store's), else by a pass over ``batches``."""
     n = len(index)
     factory = index.factory
     if family(factory) == "flat" or n <= k + 1:
         return Tuning(factory, {}, 1.0, target, k, 0, n, True)
     query_ids, query_vecs = held_out_queries(batches, n, queries)
     truth = exact_neighbours(query_vecs, query_ids, batches, k)
-    return tune(index, factory, query_vecs, query_ids, truth, target)
+    if rerank.needs_rerank(factory) and vectors_for is None:
+        vectors_for = rerank.batches_source(batches)
+    return tune(index, factory, query_vecs, query_ids, truth, target, vectors_for)
 
 
 def index_bytes(vindex: VectorIndex) -> int:
@@ -323,10 +360,13 @@ def _layout_fits(current: str, desired: str, n: int, options: AnnOptions) -> boo
     return False
 
 
-def maintain(dim: int, vindex: VectorIndex, batches: Batches, options: AnnOptions, previous: dict | None) -> tuple[VectorIndex, dict | None]:
+def maintain(dim: int, vindex: VectorIndex, batches: Batches, options: AnnOptions, previous: dict | None,
+             vectors_for: rerank.VectorSource | None = None) -> tuple[VectorIndex, dict | None]:
     """-> (index to publish, tuning record). Rebuilds when the type should change (or the index holds
-    removed vectors it cannot drop), re-tunes when rebuilt, when the target changed or when the
-    collection grew/shrank by RETUNE_GROWTH since the last tuning."""
+    removed vectors it cannot drop), re-tunes when rebuilt, when the target changed, when the
+    collection grew/shrank by RETUNE_GROWTH since the last tuning, or when an index of product codes was
+    tuned without re-ranking (by an older mmsearch). ``vectors_for`` reads stored vectors for tuning
+    the re-ranking."""
     n = len(vindex)
     desired = choose_factory(options.index_type, n, dim, options.flat_threshold)
     rebuilt = vindex.needs_rebuild or not _layout_fits(vindex.factory, desired, n, options)
@@ -339,10 +379,11 @@ def maintain(dim: int, vindex: VectorIndex, batches: Batches, options: AnnOption
     if family(vindex.factory) == "flat":
         return vindex, None
     stale = previous is None or previous.get("factory") != vindex.factory or previous.get("target") != options.recall_target
+    stale = stale or (rerank.needs_rerank(vindex.factory) and not rerank.factor_of(previous.get("params")))
     drift = previous is not None and not (1 / RETUNE_GROWTH <= n / max(previous.get("count", 1), 1) <= RETUNE_GROWTH)
     if not (rebuilt or stale or drift):
         set_search_params(vindex, previous.get("params", {}))
         return vindex, previous
-    tuning = tune_index(vindex, batches, options.recall_target)
+    tuning = tune_index(vindex, batches, options.recall_target, vectors_for=vectors_for)
     log.info("tuned %s: %s gives recall@%d %.3f (target %.2f)", vindex.factory, tuning.params, tuning.k, tuning.recall, tuning.target)
     return vindex, tuning.to_dict()

@@ -93,7 +93,7 @@ class VectorIndex:
         k = min(k, len(self), len(ids))
         if k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))
+        params = _selector_parameters(self._index, faiss.IDSelectorBatch(ids))
         return self._index.search(queries, k, params=params)
 
     def save(self, path: Path) -> None:
@@ -116,3 +116,18 @@ class VectorIndex:
         except RuntimeError as exc:
             raise IndexCorruptError(f"cannot read vector index {path}: {str(exc).splitlines()[0]}") from exc
         return cls(index.d, factory, index)
+
+
+def _selector_parameters(index: faiss.Index, selector: faiss.IDSelector) -> faiss.SearchParameters:
+    """Search parameters carrying ``selector``. IVF indexes refuse the base type, and their own type (like
+    HNSW's) overrides the index's tuned knob (nprobe, efSearch) with its default, so the current values
+    are copied in. FAISS's wrappers keep ``selector`` and the coarse parameters alive with the result."""
+    base = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else faiss.downcast_index(index)
+    ivf = faiss.try_extract_index_ivf(base)
+    if ivf is not None:
+        quantizer = faiss.downcast_index(ivf.quantizer)
+        coarse = faiss.SearchParametersHNSW(efSearch=quantizer.hnsw.efSearch) if hasattr(quantizer, "hnsw") else None
+        return faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe, max_codes=ivf.max_codes, quantizer_params=coarse)
+    if hasattr(base, "hnsw"):
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=base.hnsw.efSearch)
+    return faiss.SearchParameters(sel=selector)

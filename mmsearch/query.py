@@ -6,8 +6,9 @@ How a query is answered:
 1. the filter is resolved in SQLite to the candidate item ids (``mmsearch.filters``);
 2. vector ranking: the terms' embeddings are summed with their weights (a negative weight subtracts,
    which pushes items like that term down) and the sum is searched with FAISS restricted to the
-   candidates (an ID selector inside the search); if an approximate index returns fewer than it
-   should, the candidates' stored vectors are scored exactly instead;
+   candidates (an ID selector inside the search; an index of product codes re-ranks its candidates on the
+   stored vectors, see ``mmsearch.rerank``); if an approximate index returns fewer than it should, the
+   candidates' stored vectors are scored exactly instead;
 3. keyword ranking: BM25 over the FTS5 table, restricted to the same candidates; items matching a
    negative text term's words go after the others;
 4. hybrid: reciprocal rank fusion, ``(1 - w) / (60 + vector rank) + w / (60 + keyword rank)``;
@@ -192,17 +193,16 @@ class QueryEngine:
             return np.fromiter((r[0] for r in conn.execute(sql(where), params)), dtype=np.int64)
 
     def _vector_ranking(self, q: np.ndarray, conditions: list[Condition], modalities: Sequence[str], depth: int) -> list[_Ranked]:
-        indexes = self.searcher.vector_indexes()
         pairs: list[tuple[float, int]] = []
         for modality in modalities:
             if not conditions:  # every item is a candidate: no selector needed
-                scores, found = indexes[modality].search(q, depth)
+                scores, found = self.searcher.search_modality(modality, q, depth)
                 pairs.extend((float(s), int(i)) for s, i in zip(scores[0], found[0]) if i >= 0)
                 continue
             ids = self._candidate_ids(conditions, modality)
             if len(ids) == 0:
                 continue
-            scores, found = indexes[modality].search_subset(q, depth, ids)
+            scores, found = self.searcher.search_modality(modality, q, depth, ids)
             got = [(float(s), int(i)) for s, i in zip(scores[0], found[0]) if i >= 0]
             if len(got) < min(depth, len(ids)) and len(ids) <= EXACT_FALLBACK_MAX:
                 got = self._exact_scores(q, ids, depth)  # an approximate index missed some: score them all

@@ -18,6 +18,7 @@ from typing import Literal, Sequence
 import numpy as np
 from PIL import Image
 
+from mmsearch import rerank
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import InvalidQueryError, ItemNotFoundError, MmsearchError
 from mmsearch.faiss_device import GpuPlacer, place_on_device
@@ -212,12 +213,25 @@ class Searcher:
         modalities = MODALITIES if target == "all" else (target,)
         per_query: list[list[tuple[float, int]]] = [[] for _ in range(len(queries))]
         for modality in modalities:
-            scores, ids = snapshot.indexes[modality].search(queries, k)
+            scores, ids = self._search_index(snapshot, modality, queries, k)
             for q in range(len(queries)):
                 per_query[q].extend((float(s), int(i)) for s, i in zip(scores[q], ids[q]) if i >= 0)
         ranked = [sorted(pairs, key=lambda p: -p[0])[:k] for pairs in per_query]
         records = self.store.get_many({i for pairs in ranked for _, i in pairs})
         return [[self._hit(score, records[i]) for score, i in pairs if i in records] for pairs in ranked]
+
+    def search_modality(self, modality: str, queries: np.ndarray, k: int,
+                        subset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """-> (scores, ids; -1 pads) of one modality's vector index, among the ``subset`` ids when given
+        (see mmsearch.query). Like every search here, an index of product codes (ivfpq) re-ranks its
+        candidates on the stored vectors, so scores are exact inner products."""
+        self.maybe_reload()
+        return self._search_index(self._snapshot, modality, queries, k, subset)
+
+    def _search_index(self, snapshot: _Snapshot, modality: str, queries: np.ndarray, k: int,
+                      subset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        factor = rerank.factor_of(snapshot.manifest.ann.get(modality, {}).get("params"))
+        return rerank.search(snapshot.indexes[modality], queries, k, factor, self.store.vectors_for, subset)
 
     @staticmethod
     def _hit(score: float, record: ItemRecord) -> Hit:

@@ -169,3 +169,17 @@ def test_cli_index_type_is_kept_and_reported(tmp_path):
 
     result = invoke("index", root, "--index-dir", idx, "--index-type", "IVF-nonsense")
     assert result.exit_code == 1 and "neither one of" in result.output
+
+
+@pytest.mark.parametrize("factory", ["IVF64_HNSW32,Flat", "HNSW32,Flat", "IVF64,SQ8", "Flat"])
+def test_subset_search_works_on_every_index_family_with_its_tuned_knob(mixture, factory):
+    n = 3_000
+    ids, vectors = all_vectors(mixture, n)
+    index = ann.build_index(DIM, factory, ann.array_batches(ids, vectors), n)
+    knob = {"ivf": {"nprobe": 64}, "hnsw": {"efSearch": 128}}.get(ann.family(factory), {})
+    ann.set_search_params(index, knob)  # IVF: every list, so the subset search must be exact
+    subset = ids[ids % 5 == 0]
+    queries = mixture.sample(20, seed=11)
+    _, found = index.search_subset(queries, 10, subset)
+    assert (found % 5 == 0).all()
+    assert ann.recall_at_k(found, exact_ids(vectors[subset - 1], subset, queries, 10)) >= (0.98 if "IVF" in factory else 0.9)

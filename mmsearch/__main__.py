@@ -1,6 +1,6 @@
 """``python -m mmsearch`` is the same as the ``mmsearch`` command."""
 
-from mmsearch.cli import main
+from mmsearch.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

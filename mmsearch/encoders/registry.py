@@ -115,7 +115,7 @@ def preprocess_without_model(spec: str):
 
     The indexer uses it to start decoding images while the model loads (seconds of imports and weight
     loading), and so that its decode workers are forked from a process that has not loaded OpenVINO."""
-    from mmsearch.encoders.lite import BRIDGE_WEIGHTS, DEFAULT_WEIGHTS, LITE_NAME, lite_config, make_preprocess
+    from mmsearch.encoders.lite import BRIDGE_WEIGHTS, LITE_NAME, lite_config, make_preprocess, shipped_weights
 
     arch, weights = split_spec(spec)
     if arch != LITE_NAME:
@@ -123,7 +123,7 @@ def preprocess_without_model(spec: str):
     if weights == BRIDGE_WEIGHTS:
         path = None
     else:
-        path = _lite_weights_path(weights) or (DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.exists() else None)
+        path = _lite_weights_path(weights) or shipped_weights()
     return make_preprocess(lite_config(path))
 
 

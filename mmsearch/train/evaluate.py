@@ -177,13 +177,13 @@ def default_encoder_factory(device: str, batch_size: int, threads: int) -> Calla
 def index_folder_name(spec: str) -> str:
     """A stable folder per model: the spec, plus the weights file's digest when it names a file, so a
     retrained file at the same path gets a fresh index instead of a model-mismatch error."""
-    from mmsearch.encoders.lite import DEFAULT_WEIGHTS, LITE_NAME
+    from mmsearch.encoders.lite import LITE_NAME, shipped_weights
     from mmsearch.encoders.registry import split_spec
     from mmsearch.hashing import sha256_file
 
     arch, weights = split_spec(spec)
-    if arch == LITE_NAME and not weights and DEFAULT_WEIGHTS.is_file():
-        weights = str(DEFAULT_WEIGHTS)  # plain mmsearch-lite means the shipped weights file
+    if arch == LITE_NAME and not weights:
+        weights = str(shipped_weights() or "")  # plain mmsearch-lite means the shipped weights file
     digest = sha256_file(weights)[:12] if weights and Path(weights).is_file() else "tag"
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", split_spec(spec)[0])[-60:]
     return f"{slug}-{digest}-{hashlib.sha256(spec.encode()).hexdigest()[:8]}"

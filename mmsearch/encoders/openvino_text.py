@@ -8,7 +8,8 @@ the 2-core machine), which is what bounds a server's text-query latency and thro
 Choice (``MMSEARCH_TEXT_BACKEND``): ``torch``; ``openvino`` (an error if the package is missing);
 ``auto`` = OpenVINO on CPU for the default model when the package is installed, else torch. As for
 images (``mmsearch.encoders.openvino_tower``, whose graph cache this shares), a compiled graph is used
-only after it matches torch fp32 on probe texts at load time (cosine per text >= PROBE_MIN_COSINE).
+only after it matches torch fp32 on probe texts at load time (cosine per text >= PROBE_MIN_COSINE;
+the fp32 reference is kept beside the cached graph, so later loads do not run the torch tower for it).
 The graph takes token ids of any batch size and length: the caller trims all-padding columns first,
 exactly as the torch path does.
 """
@@ -26,7 +27,8 @@ import torch
 
 from mmsearch.encoders.lite import trim_padding
 from mmsearch.encoders.openvino_tower import (
-    IMAGE_BACKENDS, _OV_PRECISION, _cosines, cache_key, cache_root, load_or_convert, openvino_available, resolve_backend,
+    IMAGE_BACKENDS, _OV_PRECISION, _cosines, cache_key, cache_root, cached_reference, compile_options, load_or_convert, open_core,
+    openvino_available, resolve_backend,
 )
 from mmsearch.errors import TextBackendError
 
@@ -106,8 +108,6 @@ def build_openvino_text_tower(
     model: torch.nn.Module, tokenizer, *, model_id: str, precision: str, threads: int
 ) -> OpenVinoTextTower:
     """Compile (or read from the cache) the text graph of ``model`` and check it against torch fp32."""
-    import openvino as ov
-
     if precision not in _OV_PRECISION:
         raise TextBackendError(f"the openvino text backend runs fp32 or bf16, not {precision}")
     started = time.perf_counter()
@@ -116,17 +116,12 @@ def build_openvino_text_tower(
     probe = tokenizer(list(PROBE_TEXTS))
     try:
         graphs, cache_hit = load_or_convert(key_dir, lambda: _convert(model, trim_padding(probe, pad_id)))
-        core = ov.Core()
-        if key_dir.is_dir():
-            core.set_property({"CACHE_DIR": str(key_dir / "compiled")})
-        compiled = core.compile_model(graphs[0][0], "CPU", {
-            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": max(1, threads), "ENABLE_CPU_PINNING": False,
-            "INFERENCE_PRECISION_HINT": _OV_PRECISION[precision],
-        })
+        compiled = open_core(key_dir).compile_model(graphs[0][0], "CPU", compile_options(threads, _OV_PRECISION[precision]))
     except Exception as exc:  # conversion/compilation failures of any kind: one clear reason
         raise TextBackendError(f"cannot compile the text tower with OpenVINO: {type(exc).__name__}: {exc}") from exc
     tower = OpenVinoTextTower(compiled, pad_id, precision=precision, threads=max(1, threads), cache_hit=cache_hit)
-    worst = float(_cosines(tower(probe), _torch_reference(model, probe)).min())
+    reference = cached_reference(key_dir, len(PROBE_TEXTS), lambda: _torch_reference(model, probe))
+    worst = float(_cosines(tower(probe), reference).min())
     if not worst >= PROBE_MIN_COSINE:
         raise TextBackendError(f"OpenVINO text graph differs from torch fp32 (cosine {worst:.4f} < {PROBE_MIN_COSINE})")
     log.info("text tower: %s in %.1fs (probe cosine to torch fp32 %.4f; %s)", tower.describe(),

@@ -203,6 +203,23 @@ def _read(key_dir: Path) -> list[tuple[object, bool]]:
     return [(core.read_model(str(key_dir / name)), bool(at_requested)) for name, at_requested in names]
 
 
+def open_core(key_dir: Path):
+    """An OpenVINO core that keeps its compiled kernels beside the graph (once the graph's folder exists)."""
+    import openvino as ov
+
+    core = ov.Core()
+    if key_dir.is_dir():
+        core.set_property({"CACHE_DIR": str(key_dir / "compiled")})
+    return core
+
+
+def compile_options(threads: int, precision: str) -> dict:
+    """Latency first, ``threads`` inference threads never pinned to a core (the cores are shared with
+    decode workers and request threads), at ``precision`` ("f32" or "bf16")."""
+    return {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": max(1, threads), "ENABLE_CPU_PINNING": False,
+            "INFERENCE_PRECISION_HINT": precision}
+
+
 def load_or_convert(key_dir: Path, convert: Callable[[], list[tuple[object, bool]]]) -> tuple[list[tuple[object, bool]], bool]:
     """-> (graphs, read from the cache?): the graphs cached in ``key_dir``, or ``convert()``'s, saved
     there for next time."""
@@ -308,19 +325,19 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
 
 
-def torch_reference(model: torch.nn.Module, probe: torch.Tensor, key_dir: Path) -> np.ndarray:
-    """The torch fp32 embeddings of the probe images, kept beside the cached graph (same key, so same
-    weights): a later load checks the compiled graph without running the torch tower at all."""
+def cached_reference(key_dir: Path, count: int, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """The torch fp32 embeddings of a graph's ``count`` probe inputs (``compute()``), kept beside the
+    cached graph (same key, so same weights): a later load checks the compiled graph without running
+    the torch tower at all."""
     path = key_dir / REFERENCE_FILE
     if path.is_file():
         try:
             reference = np.load(path)
-            if reference.shape[0] == len(probe):
+            if reference.shape[0] == count:
                 return reference
         except (OSError, ValueError) as exc:
             log.warning("ignoring unreadable probe reference %s: %s", path, exc)
-    with torch.inference_mode():
-        reference = model.encode_image(probe).float().numpy()
+    reference = compute()
     try:
         tmp = key_dir / f"{os.getpid()}.tmp.npy"
         np.save(tmp, reference)
@@ -333,7 +350,12 @@ def torch_reference(model: torch.nn.Module, probe: torch.Tensor, key_dir: Path) 
 def check_against_torch(tower: OpenVinoImageTower, model: torch.nn.Module, image_size: int) -> float:
     """-> min cosine between the compiled graph and torch fp32 on the probe images; raises below the bar."""
     probe = probe_batch(image_size)
-    reference = torch_reference(model, probe, tower.key_dir)
+
+    def compute() -> np.ndarray:
+        with torch.inference_mode():
+            return model.encode_image(probe).float().numpy()
+
+    reference = cached_reference(tower.key_dir, len(probe), compute)
     worst = float(_cosines(tower(probe), reference).min())
     if not worst >= PROBE_MIN_COSINE:
         raise ImageBackendError(f"OpenVINO image graph differs from torch fp32 (cosine {worst:.4f} < {PROBE_MIN_COSINE})")
@@ -367,24 +389,15 @@ def build_openvino_tower(
     """Compile (or read from the cache) the image graph of ``model`` and check it against torch fp32.
 
     ``precision`` is the resolved torch precision (fp32 or bf16); ``threads`` OpenVINO's inference threads."""
-    import openvino as ov
-
     if precision not in _OV_PRECISION:
         raise ImageBackendError(f"the openvino image backend runs fp32 or bf16, not {precision}")
     started = time.perf_counter()
     key_dir = cache_root() / graph_key(model_id, image_size)
     try:
         graphs, cache_hit = load_or_convert(key_dir, lambda: _convert(model, image_size))
-        config = {
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_NUM_THREADS": max(1, threads),
-            "ENABLE_CPU_PINNING": False,  # the cores are shared with decode workers: never pin to one
-        }
-        core = ov.Core()
-        if key_dir.is_dir():
-            core.set_property({"CACHE_DIR": str(key_dir / "compiled")})
+        core = open_core(key_dir)
         compiled = [
-            core.compile_model(graph, "CPU", config | {"INFERENCE_PRECISION_HINT": _OV_PRECISION[precision] if at_requested else "f32"})
+            core.compile_model(graph, "CPU", compile_options(threads, _OV_PRECISION[precision] if at_requested else "f32"))
             for graph, at_requested in graphs
         ]
     except ImageBackendError:
@@ -396,7 +409,7 @@ def build_openvino_tower(
 
     def compile_uint8_stage(mean: list[float], std: list[float]):
         stage_precision = _OV_PRECISION[precision] if first_at_requested else "f32"
-        return core.compile_model(_uint8_input(first_graph, mean, std), "CPU", config | {"INFERENCE_PRECISION_HINT": stage_precision})
+        return core.compile_model(_uint8_input(first_graph, mean, std), "CPU", compile_options(threads, stage_precision))
 
     tower = OpenVinoImageTower(compiled, precision=precision, threads=max(1, threads), cache_hit=cache_hit, key_dir=key_dir,
                                image_size=image_size, compile_uint8_stage=compile_uint8_stage)

@@ -372,9 +372,9 @@ class Store:
             return
         with self._session.begin() as s:
             serialize_write(s.connection())
-            chunk = [int(i) for i in ids]
-            self._delete_in_chunks(s, Embedding.item_id, chunk)
-            self._delete_in_chunks(s, Item.id, chunk)
+            ids = [int(i) for i in ids]
+            self._delete_in_chunks(s, Embedding.item_id, ids)
+            self._delete_in_chunks(s, Item.id, ids)
             self._bump(s)
 
     def record_failures(self, run_id: int, failures: Sequence[tuple[str, str]]) -> None:

@@ -69,11 +69,10 @@ def _identity(batch: torch.Tensor) -> torch.Tensor:
 
 
 def split_transform(transform: Callable) -> SplitTransform:
-    """Split ``Compose([..., ToTensor, Normalize])``; any other pipeline runs whole in the workers."""
-    from torchvision.transforms import Compose, Normalize
-
-    steps = list(getattr(transform, "transforms", ())) if isinstance(transform, Compose) else []
-    if len(steps) >= 2 and type(steps[-2]).__name__ in _TO_TENSOR and isinstance(steps[-1], Normalize):
+    """Split ``Compose([..., ToTensor, Normalize])`` (torchvision's, or mmsearch.encoders.pil_preprocess's
+    steps of the same names); any other pipeline runs whole in the workers."""
+    steps = list(getattr(transform, "transforms", ()))
+    if len(steps) >= 2 and type(steps[-2]).__name__ in _TO_TENSOR and type(steps[-1]).__name__ == "Normalize":
         normalise = steps[-1]
         return SplitTransform(_PilStage(steps[:-2]), BatchNormaliser(normalise.mean, normalise.std), True)
     return SplitTransform(transform, _identity, False)

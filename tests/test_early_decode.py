@@ -25,7 +25,8 @@ def test_lite_preprocessing_matches_open_clips_shortest_side_transform():
                                 interpolation="bicubic")
     ours = make_preprocess(LiteConfig())
     images = [make_photo(1), make_photo(2, (301, 977)), make_photo(3, (150, 120)).convert("L"),
-              make_photo(4, (640, 480)).convert("RGBA")]
+              make_photo(4, (640, 480)).convert("RGBA"), make_photo(5, (224, 301)), make_photo(6, (225, 224)),
+              make_photo(7, (1000, 750)).convert("P")]
     for image in images:
         assert torch.equal(ours(image), reference(image))
 

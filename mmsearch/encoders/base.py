@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Callable, Protocol, Sequence, TypeVar, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -40,3 +40,13 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+Batch = TypeVar("Batch")
+
+
+def encode_in_batches(run: Callable[[Batch], np.ndarray], items: Batch, batch_size: int, dim: int) -> np.ndarray:
+    """``run`` over slices of ``items`` (a tensor or a list) of at most ``batch_size`` -> the rows
+    concatenated and L2-normalised; an empty input gives [0, dim]."""
+    outs = [run(items[start : start + batch_size]) for start in range(0, len(items), batch_size)]
+    return l2_normalise(np.concatenate(outs)) if outs else np.zeros((0, dim), dtype=np.float32)

@@ -276,30 +276,22 @@ def cached_class_text_embeddings(model: LiteDualEncoder, tokenizer) -> torch.Ten
 
 
 def make_tokenizer(cfg: LiteConfig):
-    from open_clip.tokenizer import HFTokenizer
+    """MiniLM's own tokenizer (the same ids open_clip's HFTokenizer gives, without importing transformers)."""
+    from mmsearch.encoders.minilm_tokenizer import MiniLmTokenizer
 
-    return HFTokenizer(str(minilm_dir()), context_length=cfg.context_length)
-
-
-def _rgb(image):
-    return image.convert("RGB") if image.mode != "RGB" else image
+    return MiniLmTokenizer(minilm_dir(), cfg.context_length)
 
 
 def make_preprocess(cfg: LiteConfig):
     """Shortest side to ``image_size`` (bicubic, antialiased), centre crop, RGB, scale to [-1, 1].
 
-    The same steps open_clip's ``image_transform(resize_mode="shortest")`` builds, written with
-    torchvision alone so the indexer can start its decode workers before open_clip, timm and the
-    model are loaded (tests/test_early_decode.py checks the two give identical tensors)."""
-    from torchvision import transforms as T
+    The same steps open_clip's ``image_transform(resize_mode="shortest")`` builds, written without
+    torchvision or open_clip (mmsearch.encoders.pil_preprocess) so the indexer can start its decode
+    workers before the model is loaded and a load from the compiled graphs never imports them
+    (tests/test_early_decode.py checks the two give identical tensors)."""
+    from mmsearch.encoders.pil_preprocess import shortest_side_crop
 
-    return T.Compose([
-        T.Resize(cfg.image_size, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
-        T.CenterCrop(cfg.image_size),
-        _rgb,
-        T.ToTensor(),
-        T.Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-    ])
+    return shortest_side_crop(cfg.image_size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 
 def lite_config(weights: Path | None) -> LiteConfig:

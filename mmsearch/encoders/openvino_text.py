@@ -21,6 +21,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -99,29 +100,53 @@ class OpenVinoTextTower:
         return f"openvino {self.precision}, {self.threads} thread(s), graph {'cached' if self.cache_hit else 'converted'}"
 
 
-def _torch_reference(model: torch.nn.Module, tokens: torch.Tensor) -> np.ndarray:
-    with torch.inference_mode():
-        return model.join_text(model.text(trim_padding(tokens, model.text.config.pad_token_id))).float().numpy()
+def torch_text_reference(model: torch.nn.Module) -> Callable[[torch.Tensor], np.ndarray]:
+    """probe token ids -> ``model``'s fp32 text embeddings (the reference a compiled graph must match)."""
+
+    def reference(tokens: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return model.join_text(model.text(trim_padding(tokens, model.text.config.pad_token_id))).float().numpy()
+
+    return reference
+
+
+def text_graph_dir(model_id: str) -> Path:
+    """Where the converted text graph of a model (and its probe reference) is cached."""
+    return cache_root() / graph_key(model_id)
 
 
 def build_openvino_text_tower(
     model: torch.nn.Module, tokenizer, *, model_id: str, precision: str, threads: int
 ) -> OpenVinoTextTower:
     """Compile (or read from the cache) the text graph of ``model`` and check it against torch fp32."""
+    pad_id = int(model.text.config.pad_token_id)
+    return open_text_tower(
+        text_graph_dir(model_id), tokenizer, pad_id,
+        convert=lambda probe: _convert(model, trim_padding(probe, pad_id)), reference=torch_text_reference(model),
+        precision=precision, threads=threads,
+    )
+
+
+def open_text_tower(
+    key_dir: Path, tokenizer, pad_id: int, *, convert: Callable[[torch.Tensor], list[tuple[object, bool]]],
+    reference: Callable[[torch.Tensor], np.ndarray], precision: str, threads: int,
+) -> OpenVinoTextTower:
+    """Compile the text graph cached in ``key_dir`` (made by ``convert(probe tokens)`` when missing) and
+    check it against the torch fp32 ``reference`` on the probe texts (cached beside the graph)."""
     if precision not in _OV_PRECISION:
         raise TextBackendError(f"the openvino text backend runs fp32 or bf16, not {precision}")
     started = time.perf_counter()
-    key_dir: Path = cache_root() / graph_key(model_id)
-    pad_id = int(model.text.config.pad_token_id)
     probe = tokenizer(list(PROBE_TEXTS))
     try:
-        graphs, cache_hit = load_or_convert(key_dir, lambda: _convert(model, trim_padding(probe, pad_id)))
+        graphs, cache_hit = load_or_convert(key_dir, lambda: convert(probe))
         compiled = open_core(key_dir).compile_model(graphs[0][0], "CPU", compile_options(threads, _OV_PRECISION[precision]))
+    except TextBackendError:
+        raise
     except Exception as exc:  # conversion/compilation failures of any kind: one clear reason
         raise TextBackendError(f"cannot compile the text tower with OpenVINO: {type(exc).__name__}: {exc}") from exc
     tower = OpenVinoTextTower(compiled, pad_id, precision=precision, threads=max(1, threads), cache_hit=cache_hit)
-    reference = cached_reference(key_dir, len(PROBE_TEXTS), lambda: _torch_reference(model, probe))
-    worst = float(_cosines(tower(probe), reference).min())
+    expected = cached_reference(key_dir, len(PROBE_TEXTS), lambda: reference(probe))
+    worst = float(_cosines(tower(probe), expected).min())
     if not worst >= PROBE_MIN_COSINE:
         raise TextBackendError(f"OpenVINO text graph differs from torch fp32 (cosine {worst:.4f} < {PROBE_MIN_COSINE})")
     log.info("text tower: %s in %.1fs (probe cosine to torch fp32 %.4f; %s)", tower.describe(),
@@ -129,4 +154,4 @@ def build_openvino_text_tower(
     return tower
 
 
-__all__ = ["TEXT_BACKENDS", "resolve_text_backend", "build_openvino_text_tower", "OpenVinoTextTower"]
+__all__ = ["TEXT_BACKENDS", "resolve_text_backend", "build_openvino_text_tower", "open_text_tower", "OpenVinoTextTower"]

@@ -312,6 +312,17 @@ class OpenVinoImageTower:
         return f"openvino {self.precision}{stages}, {self.threads} thread(s), graph {'cached' if self.cache_hit else 'converted'}"
 
 
+def accept_uint8_pixels(tower: OpenVinoImageTower, transform: Callable) -> OpenVinoImageTower:
+    """Let the compiled image graph take the decode workers' uint8 pixels when the model's preprocessing
+    ends in ToTensor + Normalize (see indexer.fastpath), normalising them inside the graph."""
+    from indexer.fastpath import split_transform
+
+    stages = split_transform(transform)
+    if stages.split:
+        tower.enable_uint8_input(stages.finish.mean.flatten().tolist(), stages.finish.std.flatten().tolist())
+    return tower
+
+
 def probe_batch(image_size: int, count: int = PROBE_IMAGES) -> torch.Tensor:
     """Deterministic photo-like inputs (smooth colour fields with edges), normalised to about [-1, 1]."""
     gen = torch.Generator().manual_seed(1234)
@@ -347,19 +358,25 @@ def cached_reference(key_dir: Path, count: int, compute: Callable[[], np.ndarray
     return reference
 
 
-def check_against_torch(tower: OpenVinoImageTower, model: torch.nn.Module, image_size: int) -> float:
-    """-> min cosine between the compiled graph and torch fp32 on the probe images; raises below the bar."""
+def check_against_reference(tower: OpenVinoImageTower, reference: Callable[[torch.Tensor], np.ndarray], image_size: int) -> float:
+    """-> min cosine between the compiled graph and the torch fp32 embeddings of the probe images
+    (``reference(probe)``, computed once and cached beside the graph); raises below the bar."""
     probe = probe_batch(image_size)
-
-    def compute() -> np.ndarray:
-        with torch.inference_mode():
-            return model.encode_image(probe).float().numpy()
-
-    reference = cached_reference(tower.key_dir, len(probe), compute)
-    worst = float(_cosines(tower(probe), reference).min())
+    expected = cached_reference(tower.key_dir, len(probe), lambda: reference(probe))
+    worst = float(_cosines(tower(probe), expected).min())
     if not worst >= PROBE_MIN_COSINE:
         raise ImageBackendError(f"OpenVINO image graph differs from torch fp32 (cosine {worst:.4f} < {PROBE_MIN_COSINE})")
     return worst
+
+
+def torch_image_reference(model: torch.nn.Module) -> Callable[[torch.Tensor], np.ndarray]:
+    """probe pixels -> ``model``'s fp32 embeddings (the reference a compiled graph must match)."""
+
+    def reference(probe: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return model.encode_image(probe).float().numpy()
+
+    return reference
 
 
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
@@ -389,12 +406,28 @@ def build_openvino_tower(
     """Compile (or read from the cache) the image graph of ``model`` and check it against torch fp32.
 
     ``precision`` is the resolved torch precision (fp32 or bf16); ``threads`` OpenVINO's inference threads."""
+    return open_image_tower(
+        image_graph_dir(model_id, image_size), convert=lambda: _convert(model, image_size),
+        reference=torch_image_reference(model), image_size=image_size, precision=precision, threads=threads,
+    )
+
+
+def image_graph_dir(model_id: str, image_size: int) -> Path:
+    """Where the converted image graph of a model (and its probe reference) is cached."""
+    return cache_root() / graph_key(model_id, image_size)
+
+
+def open_image_tower(
+    key_dir: Path, *, convert: Callable[[], list[tuple[object, bool]]], reference: Callable[[torch.Tensor], np.ndarray],
+    image_size: int, precision: str, threads: int,
+) -> OpenVinoImageTower:
+    """Compile the image graph cached in ``key_dir`` (made by ``convert()`` when missing) and check it
+    against the torch fp32 ``reference`` on the probe images (cached beside the graph after the first time)."""
     if precision not in _OV_PRECISION:
         raise ImageBackendError(f"the openvino image backend runs fp32 or bf16, not {precision}")
     started = time.perf_counter()
-    key_dir = cache_root() / graph_key(model_id, image_size)
     try:
-        graphs, cache_hit = load_or_convert(key_dir, lambda: _convert(model, image_size))
+        graphs, cache_hit = load_or_convert(key_dir, convert)
         core = open_core(key_dir)
         compiled = [
             core.compile_model(graph, "CPU", compile_options(threads, _OV_PRECISION[precision] if at_requested else "f32"))
@@ -413,7 +446,7 @@ def build_openvino_tower(
 
     tower = OpenVinoImageTower(compiled, precision=precision, threads=max(1, threads), cache_hit=cache_hit, key_dir=key_dir,
                                image_size=image_size, compile_uint8_stage=compile_uint8_stage)
-    worst = check_against_torch(tower, model, image_size)
+    worst = check_against_reference(tower, reference, image_size)
     log.info("image tower: %s in %.1fs (probe cosine to torch fp32 %.4f; %s)", tower.describe(),
              time.perf_counter() - started, worst, key_dir)
     return tower

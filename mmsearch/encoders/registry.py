@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.torch_encoder import TorchDualEncoder, resolve_device
 from mmsearch.errors import ModelNotFoundError
 from mmsearch.hashing import sha256_file
@@ -115,16 +116,22 @@ def preprocess_without_model(spec: str):
 
     The indexer uses it to start decoding images while the model loads (seconds of imports and weight
     loading), and so that its decode workers are forked from a process that has not loaded OpenVINO."""
-    from mmsearch.encoders.lite import BRIDGE_WEIGHTS, LITE_NAME, lite_config, make_preprocess, shipped_weights
+    from mmsearch.encoders.lite import LITE_NAME, lite_config, make_preprocess
 
     arch, weights = split_spec(spec)
     if arch != LITE_NAME:
         return None
+    return make_preprocess(lite_config(_lite_weights(weights)))
+
+
+def _lite_weights(weights: str | None) -> Path | None:
+    """The weights file a ``mmsearch-lite[:WEIGHTS]`` spec stands for: the named file, else the shipped
+    one; None for the bridge alone (``:bridge``, or an install without shipped weights)."""
+    from mmsearch.encoders.lite import BRIDGE_WEIGHTS, shipped_weights
+
     if weights == BRIDGE_WEIGHTS:
-        path = None
-    else:
-        path = _lite_weights_path(weights) or shipped_weights()
-    return make_preprocess(lite_config(path))
+        return None
+    return _lite_weights_path(weights) or shipped_weights()
 
 
 def load_encoder(
@@ -135,28 +142,35 @@ def load_encoder(
     precision: str | None = None,
     image_backend: str | None = None,
     text_backend: str | None = None,
-) -> TorchDualEncoder:
+) -> Encoder:
     """Build the encoder a spec names. ``threads`` caps torch's intra-op pool (0 = leave as is);
     ``precision`` is auto|fp32|bf16|fp16 (None = the MMSEARCH_PRECISION setting); ``image_backend`` is
-    auto|torch|openvino (None = the MMSEARCH_IMAGE_BACKEND setting, see mmsearch.encoders.openvino_tower)."""
+    auto|torch|openvino (None = the MMSEARCH_IMAGE_BACKEND setting, see mmsearch.encoders.openvino_tower).
+
+    The default model on CPU is read from its cached compiled graphs when they are all there
+    (mmsearch.encoders.compiled); otherwise the torch model is built and its towers compiled as set."""
     from mmsearch.encoders.lite import LITE_NAME
 
     if threads:
         torch.set_num_threads(threads)
-    _quiet_transformers()
     device = resolve_device(device)
     arch, pretrained = split_spec(spec)
-    if arch == LITE_NAME:
-        model, preprocess, tokenizer, model_id = _build_lite(pretrained)
-    else:
-        model, preprocess, tokenizer, model_id = _build_open_clip(spec, arch, pretrained)
-    log.info("model %s (%s) on %s", spec, model_id, device)
     if precision is None or image_backend is None or text_backend is None:
         from mmsearch.config import get_settings
 
         precision = precision or get_settings().precision
         image_backend = image_backend or get_settings().image_backend
         text_backend = text_backend or get_settings().text_backend
+    if arch == LITE_NAME:
+        compiled = _load_compiled_lite(spec, pretrained, device, batch_size, threads, precision, (image_backend, text_backend))
+        if compiled is not None:
+            return compiled
+    _quiet_transformers()
+    if arch == LITE_NAME:
+        model, preprocess, tokenizer, model_id = _build_lite(pretrained)
+    else:
+        model, preprocess, tokenizer, model_id = _build_open_clip(spec, arch, pretrained)
+    log.info("model %s (%s) on %s", spec, model_id, device)
     encoder = TorchDualEncoder(
         model, preprocess, tokenizer, spec=spec, model_id=model_id, device=device, batch_size=batch_size, precision=precision
     )
@@ -165,28 +179,34 @@ def load_encoder(
     return encoder
 
 
+def _load_compiled_lite(spec: str, weights: str | None, device: str, batch_size: int, threads: int, precision: str,
+                        backends: tuple[str, str]) -> Encoder | None:
+    """mmsearch-lite from its cached graphs when both towers would run on OpenVINO anyway, else None."""
+    from mmsearch.encoders.compiled import load_compiled_lite
+    from mmsearch.encoders.openvino_text import resolve_text_backend
+    from mmsearch.encoders.openvino_tower import resolve_image_backend
+    from mmsearch.encoders.precision import resolve_precision
+
+    resolved = resolve_precision(precision, device)
+    if (resolve_image_backend(backends[0], spec, device), resolve_text_backend(backends[1], spec, device)) != ("openvino", "openvino"):
+        return None
+    if resolved not in ("fp32", "bf16"):
+        return None
+    return load_compiled_lite(spec, _lite_weights(weights), batch_size=batch_size, threads=threads or torch.get_num_threads(),
+                              precision=resolved)
+
+
 def _attach_image_backend(encoder: TorchDualEncoder, requested: str, threads: int) -> None:
-    from mmsearch.encoders.openvino_tower import build_openvino_tower, resolve_image_backend
+    from mmsearch.encoders.openvino_tower import accept_uint8_pixels, build_openvino_tower, resolve_image_backend
 
     _attach_compiled_tower(
         "image", requested, resolve_image_backend(requested, encoder.spec, encoder.device),
-        lambda: _with_uint8_input(build_openvino_tower(
+        lambda: accept_uint8_pixels(build_openvino_tower(
             encoder.model, model_id=encoder.model_id, image_size=encoder.input_size or 224, precision=encoder.precision,
             threads=threads or torch.get_num_threads(),
         ), encoder.image_transform),
         encoder.use_image_runner, encoder.precision,
     )
-
-
-def _with_uint8_input(tower, transform):
-    """Let the compiled image graph take the decode workers' uint8 pixels when the model's preprocessing
-    ends in ToTensor + Normalize (see indexer.fastpath), normalising them inside the graph."""
-    from indexer.fastpath import split_transform
-
-    stages = split_transform(transform)
-    if stages.split:
-        tower.enable_uint8_input(stages.finish.mean.flatten().tolist(), stages.finish.std.flatten().tolist())
-    return tower
 
 
 def _attach_text_backend(encoder: TorchDualEncoder, requested: str, threads: int) -> None:

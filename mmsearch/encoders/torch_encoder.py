@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mmsearch.encoders.base import l2_normalise
+from mmsearch.encoders.base import encode_in_batches
 from mmsearch.encoders.precision import autocast, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -117,9 +117,7 @@ class TorchDualEncoder:
     def encode_image_tensors(self, batch: torch.Tensor) -> np.ndarray:
         """Preprocessed pixels [n, 3, H, W] -> L2-normalised embeddings, ``batch_size`` images per call of
         the compiled graph when one is attached, else of the torch module."""
-        run = self._image_runner or self._run_image_module
-        outs = [run(batch[start : start + self.batch_size]) for start in range(0, len(batch), self.batch_size)]
-        return l2_normalise(np.concatenate(outs)) if outs else np.zeros((0, self.dim), dtype=np.float32)
+        return encode_in_batches(self._image_runner or self._run_image_module, batch, self.batch_size, self.dim)
 
     def _run_image_module(self, chunk: torch.Tensor) -> np.ndarray:
         with torch.inference_mode(), self._autocast():
@@ -134,14 +132,11 @@ class TorchDualEncoder:
         return self.encode_image_tensors(torch.stack([self._preprocess(im) for im in images]))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        outs = []
         with torch.inference_mode(), self._autocast():
-            for start in range(0, len(texts), self.batch_size):
-                tokens = self._tokenizer(list(texts[start : start + self.batch_size])).to(self.device)
-                if self._text_runner is not None:
-                    outs.append(self._text_runner(tokens))
-                else:
-                    outs.append(self.model.encode_text(tokens).float().cpu().numpy())
-        if not outs:
-            return np.zeros((0, getattr(self, "dim", 0)), dtype=np.float32)
-        return l2_normalise(np.concatenate(outs))
+            return encode_in_batches(self._run_text_chunk, list(texts), self.batch_size, getattr(self, "dim", 0))
+
+    def _run_text_chunk(self, chunk: list[str]) -> np.ndarray:
+        tokens = self._tokenizer(chunk).to(self.device)
+        if self._text_runner is not None:
+            return self._text_runner(tokens)
+        return self.model.encode_text(tokens).float().cpu().numpy()

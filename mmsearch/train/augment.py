@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageChops, ImageFilter, ImageOps
 from torchvision import transforms as T
 
+from mmsearch.encoders.torch_encoder import transform_input_size
 from mmsearch.errors import ConfigError
 
 DEFAULT_TEMPLATES = ("a picture of {}", "an image of {}", "{}", "an icon of {}", "a drawing of {}")
@@ -93,20 +94,20 @@ def style_steps() -> list:
     ]
 
 
-def find_normalize(preprocess: Callable) -> T.Normalize:
-    """The Normalize step of a model's eval preprocess: training views must be normalised identically."""
+def find_normalize(preprocess: Callable) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The Normalize step of a model's eval preprocess (torchvision's or mmsearch.encoders.pil_preprocess's):
+    training views must be normalised identically."""
     for step in getattr(preprocess, "transforms", []):
-        if isinstance(step, T.Normalize):
+        if type(step).__name__ == "Normalize":
             return step
     raise ConfigError("the model's preprocessing has no Normalize step; cannot build training augmentation")
 
 
 def find_image_size(preprocess: Callable) -> int:
-    for step in getattr(preprocess, "transforms", []):
-        if isinstance(step, (T.CenterCrop, T.Resize)):
-            size = step.size
-            return int(size[0] if isinstance(size, (list, tuple)) else size)
-    raise ConfigError("cannot tell the model's input size from its preprocessing")
+    size = transform_input_size(preprocess)
+    if size is None:
+        raise ConfigError("cannot tell the model's input size from its preprocessing")
+    return size
 
 
 def train_transform(preprocess: Callable, cfg: AugmentConfig) -> Callable[[Image.Image], torch.Tensor]:

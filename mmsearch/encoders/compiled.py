@@ -1,0 +1,123 @@
+"""mmsearch-lite run from its cached OpenVINO graphs alone, without building the torch model.
+
+Why: on CPU both towers of the default model run as compiled OpenVINO graphs (openvino_tower,
+openvino_text), yet every load also built the torch model they were converted from: importing timm,
+open_clip and transformers and constructing EfficientNet and MiniLM took ~3.5-4.5 s of every
+`mmsearch search` and `mmsearch index` on the 2-core machine, only to check the cached graphs against
+probe references that are themselves cached. This loader reads the graphs, the shipped preprocessing
+(from the weights file's metadata) and MiniLM's tokenizer (``tokenizers`` only) instead.
+
+When: ``load_encoder`` tries it first for ``mmsearch-lite`` on CPU when both towers resolve to OpenVINO.
+It needs what a full load leaves in the cache for these exact weights (graphs keyed by the weights'
+sha256 and the torch/OpenVINO versions, plus the torch fp32 probe references); so the first load after
+an install or a retrain is a full one. Each graph must still pass its probe check against the cached
+torch reference; if anything is missing or fails, the full load runs instead, exactly as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mmsearch.encoders.base import encode_in_batches
+from mmsearch.encoders.torch_encoder import transform_input_size
+from mmsearch.errors import ImageBackendError, TextBackendError
+
+log = logging.getLogger(__name__)
+
+
+class CompiledLiteEncoder:
+    """The Encoder protocol over compiled image and text graphs (CPU only): no torch module behind it."""
+
+    device = "cpu"
+
+    def __init__(self, *, spec: str, model_id: str, preprocess: Callable, tokenizer: Callable, image_tower, text_tower,
+                 dim: int, batch_size: int, precision: str) -> None:
+        self.spec, self.model_id, self.dim = spec, model_id, dim
+        self.batch_size, self.precision = batch_size, precision
+        self._preprocess, self._tokenizer = preprocess, tokenizer
+        self._image_tower, self._text_tower = image_tower, text_tower
+        self.image_backend = image_tower.describe()
+        self.text_backend = text_tower.describe()
+
+    @property
+    def image_transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        return self._preprocess
+
+    @property
+    def input_size(self) -> int | None:
+        return transform_input_size(self._preprocess)
+
+    @property
+    def takes_uint8_pixels(self) -> bool:
+        return bool(self._image_tower.accepts_uint8)
+
+    @property
+    def tokenizer(self) -> Callable:
+        return self._tokenizer
+
+    def encode_image_tensors(self, batch: torch.Tensor) -> np.ndarray:
+        return encode_in_batches(self._image_tower, batch, self.batch_size, self.dim)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.encode_image_tensors(torch.stack([self._preprocess(image) for image in images]))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return encode_in_batches(lambda chunk: self._text_tower(self._tokenizer(chunk)), list(texts), self.batch_size, self.dim)
+
+
+def _needs_full_model(what: str) -> Callable:
+    """A stand-in for converting a graph or computing its torch reference: both need the torch model."""
+
+    def refuse(*_args):
+        raise LookupError(f"no cached {what}")
+
+    return refuse
+
+
+def _cached(key_dir: Path) -> bool:
+    from mmsearch.encoders.openvino_tower import GRAPH_FILE, REFERENCE_FILE
+
+    return (key_dir / GRAPH_FILE).is_file() and (key_dir / REFERENCE_FILE).is_file()
+
+
+def load_compiled_lite(spec: str, weights: Path | None, *, batch_size: int, threads: int, precision: str) -> CompiledLiteEncoder | None:
+    """-> the encoder of ``mmsearch-lite`` with these ``weights`` (None: the bridge alone) from its cached
+    graphs, or None when they are not all cached or one fails its check (the caller then does a full load).
+    ``precision`` is resolved (fp32 or bf16)."""
+    from mmsearch.encoders.lite import lite_config, lite_model_id, make_preprocess, make_tokenizer
+    from mmsearch.encoders.openvino_text import open_text_tower, text_graph_dir
+    from mmsearch.encoders.openvino_tower import accept_uint8_pixels, image_graph_dir, open_image_tower
+
+    started = time.perf_counter()
+    cfg = lite_config(weights)
+    model_id = lite_model_id(weights)
+    image_dir, text_dir = image_graph_dir(model_id, cfg.image_size), text_graph_dir(model_id)
+    if not (_cached(image_dir) and _cached(text_dir)):
+        log.info("compiled graphs of %s are not all cached yet: building the model", model_id)
+        return None
+    preprocess, tokenizer = make_preprocess(cfg), make_tokenizer(cfg)
+    try:
+        image_tower = open_image_tower(
+            image_dir, convert=_needs_full_model("image graph"), reference=_needs_full_model("image probe reference"),
+            image_size=cfg.image_size, precision=precision, threads=threads,
+        )
+        text_tower = open_text_tower(
+            text_dir, tokenizer, tokenizer.pad_id, convert=_needs_full_model("text graph"),
+            reference=_needs_full_model("text probe reference"), precision=precision, threads=threads,
+        )
+    except (ImageBackendError, TextBackendError, LookupError) as exc:
+        log.warning("cached graphs of %s not used (%s): building the model", model_id, exc)
+        return None
+    accept_uint8_pixels(image_tower, preprocess)
+    log.info("model %s (%s) from its compiled graphs in %.2fs", spec, model_id, time.perf_counter() - started)
+    return CompiledLiteEncoder(spec=spec, model_id=model_id, preprocess=preprocess, tokenizer=tokenizer, image_tower=image_tower,
+                               text_tower=text_tower, dim=cfg.embedding_dim, batch_size=batch_size, precision=precision)

@@ -1,0 +1,44 @@
+"""MiniLM's tokenizer read straight from the package's ``tokenizer.json`` with the ``tokenizers`` library.
+
+Why: the default model used open_clip's ``HFTokenizer``, which goes through transformers'
+``AutoTokenizer``; importing open_clip and transformers for it costs ~1.5 s of every `mmsearch search`.
+The fast tokenizer transformers builds is this same ``tokenizer.json`` run by ``tokenizers``, so the
+token ids are the same (tests/test_compiled_encoder.py checks them against ``HFTokenizer`` on awkward
+text), with open_clip's cleaning in front: ftfy, HTML unescaping, whitespace collapsed.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+
+def clean_text(text: str) -> str:
+    """Fix mojibake, unescape HTML (twice, as open_clip does), collapse whitespace."""
+    import ftfy
+
+    return " ".join(html.unescape(html.unescape(ftfy.fix_text(text))).split())
+
+
+class MiniLmTokenizer:
+    """texts -> int64 token ids [n, context_length]: [CLS] ... [SEP], truncated, padded with the pad id."""
+
+    def __init__(self, model_dir: Path, context_length: int) -> None:
+        from tokenizers import Tokenizer
+
+        self.context_length = context_length
+        self.pad_id = int(json.loads((model_dir / "config.json").read_text()).get("pad_token_id", 0))
+        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        pad_token = self._tokenizer.id_to_token(self.pad_id)
+        self._tokenizer.enable_truncation(max_length=context_length)
+        self._tokenizer.enable_padding(length=context_length, pad_id=self.pad_id, pad_token=pad_token)
+
+    def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:
+        if isinstance(texts, str):
+            texts = [texts]
+        encodings = self._tokenizer.encode_batch([clean_text(text) for text in texts])
+        return torch.tensor([encoding.ids for encoding in encodings], dtype=torch.int64).reshape(len(texts), self.context_length)

@@ -1,0 +1,93 @@
+"""The default model's image preprocessing in PIL + torch alone: shortest side, centre crop, normalise.
+
+Why not torchvision's transforms: importing torchvision also imports torchvision.ops and with it
+torch._dynamo, ~1-2 s of every `mmsearch search` and `mmsearch index` on the 2-core machine, for four
+small steps. These steps compute exactly what torchvision's ``Resize(int, BICUBIC)``, ``CenterCrop``,
+``ToTensor`` and ``Normalize`` compute on PIL images (same output sizes, same rounding, PIL's own
+antialiased resampling), so embeddings do not change: tests/test_early_decode.py compares the tensors
+with open_clip's pipeline. The step classes keep torchvision's names and attributes (``transforms``,
+``size``, ``mean``/``std``) because the indexer's fast path splits pipelines by them (indexer.fastpath).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Compose:
+    """Steps applied in order (picklable, so decode workers can run it)."""
+
+    transforms: tuple[Callable, ...]
+
+    def __call__(self, image):
+        for step in self.transforms:
+            image = step(image)
+        return image
+
+
+@dataclass(frozen=True)
+class Resize:
+    """Shortest side to ``size`` keeping the aspect ratio (the long side truncated, as torchvision does)."""
+
+    size: int
+    resample: int = Image.Resampling.BICUBIC
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = self.size, int(self.size * long / short)
+        new_size = (new_short, new_long) if width <= height else (new_long, new_short)
+        return image if new_size == image.size else image.resize(new_size, self.resample)
+
+
+@dataclass(frozen=True)
+class CenterCrop:
+    """The central ``size`` x ``size`` pixels (offsets rounded as torchvision rounds them)."""
+
+    size: int
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        top, left = int(round((height - self.size) / 2.0)), int(round((width - self.size) / 2.0))
+        return image.crop((left, top, left + self.size, top + self.size))
+
+
+@dataclass(frozen=True)
+class ToRGB:
+    """Any PIL mode -> RGB (a no-op for RGB images)."""
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image.convert("RGB") if image.mode != "RGB" else image
+
+
+@dataclass(frozen=True)
+class ToTensor:
+    """RGB PIL image -> float32 [3, H, W] in [0, 1]."""
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)
+        return pixels.to(torch.float32).div_(255.0)
+
+
+@dataclass(frozen=True)
+class Normalize:
+    """(x - mean) / std per channel."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, dtype=tensor.dtype).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=tensor.dtype).view(-1, 1, 1)
+        return (tensor - mean) / std
+
+
+def shortest_side_crop(size: int, mean: Sequence[float], std: Sequence[float]) -> Compose:
+    """Shortest side to ``size`` (bicubic), centre crop, RGB, to [0, 1], normalise."""
+    return Compose((Resize(size), CenterCrop(size), ToRGB(), ToTensor(), Normalize(tuple(mean), tuple(std))))

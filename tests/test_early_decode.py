@@ -27,8 +27,12 @@ def test_lite_preprocessing_matches_open_clips_shortest_side_transform():
     images = [make_photo(1), make_photo(2, (301, 977)), make_photo(3, (150, 120)).convert("L"),
               make_photo(4, (640, 480)).convert("RGBA"), make_photo(5, (224, 301)), make_photo(6, (225, 224)),
               make_photo(7, (1000, 750)).convert("P")]
+    one_level = 1 / 255 / 0.5  # one 8-bit pixel level after normalising to [-1, 1]
     for image in images:
-        assert torch.equal(ours(image), reference(image))
+        difference = (ours(image) - reference(image)).abs()
+        assert ours(image).shape == reference(image).shape == (3, 224, 224)
+        # only the cropped region is resampled: filter positions may round differently, by one level at most
+        assert difference.max() <= one_level + 1e-6 and (difference > 0).float().mean() < 0.01
 
 
 def test_the_default_models_preprocessing_is_known_without_loading_it():

@@ -2,11 +2,11 @@
 
 Why not torchvision's transforms: importing torchvision also imports torchvision.ops and with it
 torch._dynamo, ~1-2 s of every `mmsearch search` and `mmsearch index` on the 2-core machine, for four
-small steps. These steps compute exactly what torchvision's ``Resize(int, BICUBIC)``, ``CenterCrop``,
-``ToTensor`` and ``Normalize`` compute on PIL images (same output sizes, same rounding, PIL's own
-antialiased resampling), so embeddings do not change: tests/test_early_decode.py compares the tensors
-with open_clip's pipeline. The step classes keep torchvision's names and attributes (``transforms``,
-``size``, ``mean``/``std``) because the indexer's fast path splits pipelines by them (indexer.fastpath).
+small steps. They compute what torchvision's ``Resize(int, BICUBIC)``, ``CenterCrop``, ``ToTensor``
+and ``Normalize`` compute on PIL images (same output sizes, same rounding, PIL's own antialiased
+resampling; the resize resamples only the cropped region, see ResizeCenterCrop), so embeddings do not
+change: tests/test_early_decode.py compares the tensors with open_clip's pipeline. The step classes
+keep torchvision's names and attributes (``transforms``, ``size``, ``mean``/``std``) because the indexer's fast path splits pipelines by them (indexer.fastpath).
 """
 
 from __future__ import annotations
@@ -32,8 +32,14 @@ class Compose:
 
 
 @dataclass(frozen=True)
-class Resize:
-    """Shortest side to ``size`` keeping the aspect ratio (the long side truncated, as torchvision does)."""
+class ResizeCenterCrop:
+    """Shortest side to ``size`` keeping the aspect ratio, then the central ``size`` x ``size`` pixels.
+
+    Output sizes and crop offsets are torchvision's (the long side truncated, offsets rounded), but only
+    the region that survives the crop is resampled (PIL's ``box``): the same filter centres and taps
+    (pixels outside the box still feed the edge taps), ~17% less resampling work for a 4:3 photo, the
+    decode workers' second-largest cost after the JPEG decode. Floating-point rounding of the filter
+    positions moves a pixel by at most 1/255 now and then (tests/test_early_decode.py)."""
 
     size: int
     resample: int = Image.Resampling.BICUBIC
@@ -41,21 +47,14 @@ class Resize:
     def __call__(self, image: Image.Image) -> Image.Image:
         width, height = image.size
         short, long = (width, height) if width <= height else (height, width)
-        new_short, new_long = self.size, int(self.size * long / short)
-        new_size = (new_short, new_long) if width <= height else (new_long, new_short)
-        return image if new_size == image.size else image.resize(new_size, self.resample)
-
-
-@dataclass(frozen=True)
-class CenterCrop:
-    """The central ``size`` x ``size`` pixels (offsets rounded as torchvision rounds them)."""
-
-    size: int
-
-    def __call__(self, image: Image.Image) -> Image.Image:
-        width, height = image.size
-        top, left = int(round((height - self.size) / 2.0)), int(round((width - self.size) / 2.0))
-        return image.crop((left, top, left + self.size, top + self.size))
+        new_long = int(self.size * long / short)
+        new_width, new_height = (self.size, new_long) if width <= height else (new_long, self.size)
+        left, top = int(round((new_width - self.size) / 2.0)), int(round((new_height - self.size) / 2.0))
+        if image.mode in ("1", "P"):  # resized nearest-neighbour by PIL: a box would pick other pixels
+            return image.resize((new_width, new_height), self.resample).crop((left, top, left + self.size, top + self.size))
+        scale_x, scale_y = width / new_width, height / new_height
+        box = (left * scale_x, top * scale_y, (left + self.size) * scale_x, (top + self.size) * scale_y)
+        return image.resize((self.size, self.size), self.resample, box=box)
 
 
 @dataclass(frozen=True)
@@ -90,4 +89,4 @@ class Normalize:
 
 def shortest_side_crop(size: int, mean: Sequence[float], std: Sequence[float]) -> Compose:
     """Shortest side to ``size`` (bicubic), centre crop, RGB, to [0, 1], normalise."""
-    return Compose((Resize(size), CenterCrop(size), ToRGB(), ToTensor(), Normalize(tuple(mean), tuple(std))))
+    return Compose((ResizeCenterCrop(size), ToRGB(), ToTensor(), Normalize(tuple(mean), tuple(std))))

@@ -27,7 +27,7 @@ from indexer.sources import ScanResult, SourceItem, scan
 from indexer.writer import IndexWriter
 from mmsearch.ann import DEFAULT_FLAT_THRESHOLD, AnnOptions, choose_factory
 from mmsearch.encoders.base import Encoder
-from mmsearch.encoders.torch_encoder import transform_input_size
+from mmsearch.encoders.base import transform_input_size
 from mmsearch.errors import ModelMismatchError
 from mmsearch.indexdir import IndexDir
 from mmsearch.store import ItemRecord, NewItem

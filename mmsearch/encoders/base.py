@@ -50,3 +50,46 @@ def encode_in_batches(run: Callable[[Batch], np.ndarray], items: Batch, batch_si
     concatenated and L2-normalised; an empty input gives [0, dim]."""
     outs = [run(items[start : start + batch_size]) for start in range(0, len(items), batch_size)]
     return l2_normalise(np.concatenate(outs)) if outs else np.zeros((0, dim), dtype=np.float32)
+
+
+def transform_input_size(transform: Callable) -> int | None:
+    """The pixel size a Compose pipeline resizes/crops to (so decoders can stop at that scale), if known."""
+    sizes = []
+    for step in getattr(transform, "transforms", ()):
+        size = getattr(step, "size", None)
+        if isinstance(size, int):
+            sizes.append(size)
+        elif isinstance(size, (tuple, list)) and size and all(isinstance(v, int) for v in size):
+            sizes.append(max(size))
+    return max(sizes) if sizes else None
+
+
+class PreprocessingEncoder:
+    """What every encoder holding its model's preprocessing (``_preprocess``) and tokenizer
+    (``_tokenizer``) offers the same way, whatever runs the towers (subclasses add encode_image_tensors)."""
+
+    dim: int
+    _preprocess: Callable
+    _tokenizer: Callable
+
+    @property
+    def image_transform(self) -> Callable[[Image.Image], "object"]:
+        return self._preprocess
+
+    @property
+    def input_size(self) -> int | None:
+        """The pixel size the preprocessing resizes to (so decoders can stop at that scale), if known."""
+        return transform_input_size(self._preprocess)
+
+    @property
+    def tokenizer(self) -> Callable:
+        """The model's own tokenizer (texts -> padded token ids)."""
+        return self._tokenizer
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """PIL RGB images -> float32 [n, dim], rows L2-normalised (preprocessed here, in this process)."""
+        import torch
+
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.encode_image_tensors(torch.stack([self._preprocess(image) for image in images]))

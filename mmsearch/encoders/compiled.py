@@ -23,16 +23,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
-from mmsearch.encoders.base import encode_in_batches
-from mmsearch.encoders.torch_encoder import transform_input_size
+from mmsearch.encoders.base import PreprocessingEncoder, encode_in_batches
 from mmsearch.errors import ImageBackendError, TextBackendError
 
 log = logging.getLogger(__name__)
 
 
-class CompiledLiteEncoder:
+class CompiledLiteEncoder(PreprocessingEncoder):
     """The Encoder protocol over compiled image and text graphs (CPU only): no torch module behind it."""
 
     device = "cpu"
@@ -47,28 +45,11 @@ class CompiledLiteEncoder:
         self.text_backend = text_tower.describe()
 
     @property
-    def image_transform(self) -> Callable[[Image.Image], torch.Tensor]:
-        return self._preprocess
-
-    @property
-    def input_size(self) -> int | None:
-        return transform_input_size(self._preprocess)
-
-    @property
     def takes_uint8_pixels(self) -> bool:
         return bool(self._image_tower.accepts_uint8)
 
-    @property
-    def tokenizer(self) -> Callable:
-        return self._tokenizer
-
     def encode_image_tensors(self, batch: torch.Tensor) -> np.ndarray:
         return encode_in_batches(self._image_tower, batch, self.batch_size, self.dim)
-
-    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        if not images:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return self.encode_image_tensors(torch.stack([self._preprocess(image) for image in images]))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         return encode_in_batches(lambda chunk: self._text_tower(self._tokenizer(chunk)), list(texts), self.batch_size, self.dim)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mmsearch.encoders.base import encode_in_batches
+from mmsearch.encoders.base import PreprocessingEncoder, encode_in_batches
 from mmsearch.encoders.precision import autocast, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -34,19 +34,7 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def transform_input_size(transform: Callable) -> int | None:
-    """The pixel size a Compose pipeline resizes/crops to (so decoders can stop at that scale), if known."""
-    sizes = []
-    for step in getattr(transform, "transforms", ()):
-        size = getattr(step, "size", None)
-        if isinstance(size, int):
-            sizes.append(size)
-        elif isinstance(size, (tuple, list)) and size and all(isinstance(v, int) for v in size):
-            sizes.append(max(size))
-    return max(sizes) if sizes else None
-
-
-class TorchDualEncoder:
+class TorchDualEncoder(PreprocessingEncoder):
     """Wraps a torch model + its preprocess + its tokenizer behind the :class:`Encoder` protocol."""
 
     def __init__(
@@ -79,15 +67,6 @@ class TorchDualEncoder:
         # a model that knows its width saves a text-tower call at every load (and image-only runs never need one)
         self.dim = int(getattr(self.model, "embedding_dim", 0) or self.encode_texts(["probe"]).shape[1])
 
-    @property
-    def image_transform(self) -> Callable[[Image.Image], torch.Tensor]:
-        return self._preprocess
-
-    @property
-    def input_size(self) -> int | None:
-        """The pixel size the preprocessing resizes to (so decoders can stop at that scale), if known."""
-        return transform_input_size(self._preprocess)
-
     def _autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.precision, self.device)
 
@@ -109,11 +88,6 @@ class TorchDualEncoder:
         self._text_runner = runner
         self.text_backend = description
 
-    @property
-    def tokenizer(self) -> Callable:
-        """The model's own tokenizer (texts -> padded token ids)."""
-        return self._tokenizer
-
     def encode_image_tensors(self, batch: torch.Tensor) -> np.ndarray:
         """Preprocessed pixels [n, 3, H, W] -> L2-normalised embeddings, ``batch_size`` images per call of
         the compiled graph when one is attached, else of the torch module."""
@@ -125,11 +99,6 @@ class TorchDualEncoder:
             if self.device == "cpu":
                 chunk = chunk.contiguous(memory_format=torch.channels_last)
             return self.model.encode_image(chunk).float().cpu().numpy()
-
-    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        if not images:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return self.encode_image_tensors(torch.stack([self._preprocess(im) for im in images]))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         with torch.inference_mode(), self._autocast():

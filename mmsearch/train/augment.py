@@ -22,7 +22,7 @@ import torch
 from PIL import Image, ImageChops, ImageFilter, ImageOps
 from torchvision import transforms as T
 
-from mmsearch.encoders.torch_encoder import transform_input_size
+from mmsearch.encoders.base import transform_input_size
 from mmsearch.errors import ConfigError
 
 DEFAULT_TEMPLATES = ("a picture of {}", "an image of {}", "{}", "an icon of {}", "a drawing of {}")

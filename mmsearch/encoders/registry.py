@@ -166,11 +166,12 @@ def load_encoder(
 
 
 def _attach_image_backend(encoder: TorchDualEncoder, requested: str, threads: int) -> None:
-    from mmsearch.encoders.openvino_tower import build_openvino_tower, resolve_image_backend
+    from mmsearch.encoders.openvino_int8 import build_image_tower
+    from mmsearch.encoders.openvino_tower import resolve_image_backend
 
     _attach_compiled_tower(
         "image", requested, resolve_image_backend(requested, encoder.spec, encoder.device),
-        lambda: _with_uint8_input(build_openvino_tower(
+        lambda: _with_uint8_input(build_image_tower(
             encoder.model, model_id=encoder.model_id, image_size=encoder.input_size or 224, precision=encoder.precision,
             threads=threads or torch.get_num_threads(),
         ), encoder.image_transform),

@@ -1,9 +1,9 @@
 """mmsearch-lite's int8 image graph: shipped beside the weights, used for indexing when it checks out.
 
-Why: on a CPU with AVX512-VNNI the int8 graph runs the image tower ~1.65x faster than the
-fp32-stem + bf16 graph (3.9 vs 6.5 ms/image at batch 32 on one thread of a 2-core EPYC), and the image
+Why: on a CPU with AVX512-VNNI the int8 graph runs the image tower ~1.6x faster than the
+fp32-stem + bf16 graph (3.96 vs 6.46 ms/image at batch 32 on one thread of a 2-core EPYC), and the image
 graph is about half the CPU time of indexing. Per-image cosine to torch fp32 on real pictures: median
-0.995 (bf16 graph: 0.9995); text->image recall on the test sets moves by less than their noise (see
+0.996 (bf16 graph: 0.9995); text->image recall on the test sets moves by less than their noise (see
 docs/model-card.md, "int8 image graph").
 
 Calibration needs real pictures, which do not ship, so the graph is made once by
@@ -39,7 +39,7 @@ GRAPH_STEM = "mmsearch-lite.int8"
 META_SUFFIX = ".json"
 GRAPH_FORMAT = 1  # layout of the graph and its metadata; a graph of another format is not used
 # Probe check bar (min cosine over openvino_tower's synthetic probe images). The shipped graph scores
-# 0.984-0.987 on them. They are smooth colour fields, too easy to show the first convolutions'
+# 0.982 on them. They are smooth colour fields, too easy to show the first convolutions'
 # sensitivity (a graph with those quantized too scores the same on them but a median of ~0.95 on real
 # pictures), so this check catches a broken runtime or graph (wrong layout, bad kernels: far below 0.9),
 # not a subtly worse quantization; that was measured on real pictures when the graph was made. 0.97
@@ -173,7 +173,10 @@ def graph_precision_summary(spec: str, device: str) -> str:
     from mmsearch.errors import MmsearchError
 
     settings = get_settings()
-    precision = resolve_precision(settings.precision, device)
+    try:
+        precision = resolve_precision(settings.precision, device)
+    except MmsearchError as exc:
+        return f"unavailable: {exc}"
     arch, weights = split_spec(spec)
     if not wanted(settings.image_int8, precision) or arch != LITE_NAME or weights == BRIDGE_WEIGHTS:
         return precision

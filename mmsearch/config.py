@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     # What runs the image tower: auto = OpenVINO on CPU for mmsearch-lite (a dependency; torch if it is missing), else torch.
     image_backend: Literal["auto", "torch", "openvino"] = "auto"
+    # mmsearch-lite's shipped int8 image graph under OpenVINO: auto = at bf16 when it passes its load-time
+    # check, else the bf16 graph; on = always (an error if it cannot); off = never (mmsearch.encoders.openvino_int8).
+    image_int8: Literal["auto", "on", "off"] = "auto"
     # What runs the text tower (queries, text items): the same choice, see mmsearch.encoders.openvino_text.
     text_backend: Literal["auto", "torch", "openvino"] = "auto"
     # Below this many vectors an index type of "auto" searches exactly (FAISS Flat); above, approximately.

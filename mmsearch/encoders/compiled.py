@@ -9,9 +9,10 @@ probe references that are themselves cached. This loader reads the graphs, the s
 
 When: ``load_encoder`` tries it first for ``mmsearch-lite`` on CPU when both towers resolve to OpenVINO.
 It needs what a full load leaves in the cache for these exact weights (graphs keyed by the weights'
-sha256 and the torch/OpenVINO versions, plus the torch fp32 probe references); so the first load after
-an install or a retrain is a full one. Each graph must still pass its probe check against the cached
-torch reference; if anything is missing or fails, the full load runs instead, exactly as before.
+sha256 and the torch/OpenVINO versions, plus the torch fp32 probe references; the image graph may be the
+shipped int8 one, see openvino_int8); so the first load after an install or a retrain is a full one.
+Each graph must still pass its probe check against the cached torch reference; if anything is missing
+or fails, the full load runs instead, exactly as before.
 """
 
 from __future__ import annotations
@@ -64,10 +65,10 @@ def _needs_full_model(what: str) -> Callable:
     return refuse
 
 
-def _cached(key_dir: Path) -> bool:
-    from mmsearch.encoders.openvino_tower import GRAPH_FILE, REFERENCE_FILE
+def _has_reference(key_dir: Path) -> bool:
+    from mmsearch.encoders.openvino_tower import REFERENCE_FILE
 
-    return (key_dir / GRAPH_FILE).is_file() and (key_dir / REFERENCE_FILE).is_file()
+    return (key_dir / REFERENCE_FILE).is_file()
 
 
 def load_compiled_lite(spec: str, weights: Path | None, *, batch_size: int, threads: int, precision: str) -> CompiledLiteEncoder | None:
@@ -75,6 +76,7 @@ def load_compiled_lite(spec: str, weights: Path | None, *, batch_size: int, thre
     graphs, or None when they are not all cached or one fails its check (the caller then does a full load).
     ``precision`` is resolved (fp32 or bf16)."""
     from mmsearch.encoders.lite import lite_config, lite_model_id, make_preprocess, make_tokenizer
+    from mmsearch.encoders.openvino_int8 import choose_image_tower
     from mmsearch.encoders.openvino_text import open_text_tower, text_graph_dir
     from mmsearch.encoders.openvino_tower import accept_uint8_pixels, image_graph_dir, open_image_tower
 
@@ -82,21 +84,23 @@ def load_compiled_lite(spec: str, weights: Path | None, *, batch_size: int, thre
     cfg = lite_config(weights)
     model_id = lite_model_id(weights)
     image_dir, text_dir = image_graph_dir(model_id, cfg.image_size), text_graph_dir(model_id)
-    if not (_cached(image_dir) and _cached(text_dir)):
+    if not (_has_reference(image_dir) and _has_reference(text_dir)):
         log.info("compiled graphs of %s are not all cached yet: building the model", model_id)
         return None
     preprocess, tokenizer = make_preprocess(cfg), make_tokenizer(cfg)
     try:
-        image_tower = open_image_tower(
-            image_dir, convert=_needs_full_model("image graph"), reference=_needs_full_model("image probe reference"),
-            image_size=cfg.image_size, precision=precision, threads=threads,
+        refuse_reference = _needs_full_model("image probe reference")
+        image_tower = choose_image_tower(
+            model_id=model_id, image_size=cfg.image_size, precision=precision, threads=threads, reference=refuse_reference,
+            float_tower=lambda: open_image_tower(image_dir, convert=_needs_full_model("image graph"), reference=refuse_reference,
+                                                 image_size=cfg.image_size, precision=precision, threads=threads),
         )
         text_tower = open_text_tower(
             text_dir, tokenizer, tokenizer.pad_id, convert=_needs_full_model("text graph"),
             reference=_needs_full_model("text probe reference"), precision=precision, threads=threads,
         )
     except (ImageBackendError, TextBackendError, LookupError) as exc:
-        log.warning("cached graphs of %s not used (%s): building the model", model_id, exc)
+        log.info("cached graphs of %s not used (%s): building the model", model_id, exc)
         return None
     accept_uint8_pixels(image_tower, preprocess)
     log.info("model %s (%s) from its compiled graphs in %.2fs", spec, model_id, time.perf_counter() - started)

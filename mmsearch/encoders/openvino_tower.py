@@ -254,6 +254,8 @@ class OpenVinoImageTower:
     One infer request per stage is reused; a lock keeps concurrent callers (the HTTP server's
     threads) from sharing them mid-call."""
 
+    uint8_min_cosine = UINT8_MIN_COSINE  # how close the uint8-input path must be to the float path
+
     def __init__(self, compiled: list, *, precision: str, threads: int, cache_hit: bool, key_dir: Path,
                  image_size: int = 224, compile_uint8_stage: Callable[[list[float], list[float]], object] | None = None) -> None:
         self._requests = [stage.create_infer_request() for stage in compiled]
@@ -287,7 +289,7 @@ class OpenVinoImageTower:
         reference = self(as_float)
         self._uint8_request = request
         worst = float(_cosines(self(pixels.to(torch.uint8)), reference).min())
-        if worst < UINT8_MIN_COSINE:
+        if worst < self.uint8_min_cosine:
             self._uint8_request = None
             log.warning("uint8 input to the OpenVINO image graph differs from the float path (cosine %.5f): not used", worst)
             return False
@@ -358,14 +360,17 @@ def cached_reference(key_dir: Path, count: int, compute: Callable[[], np.ndarray
     return reference
 
 
-def check_against_reference(tower: OpenVinoImageTower, reference: Callable[[torch.Tensor], np.ndarray], image_size: int) -> float:
+def check_against_reference(tower: OpenVinoImageTower, reference: Callable[[torch.Tensor], np.ndarray], image_size: int,
+                            min_cosine: float | None = None) -> float:
     """-> min cosine between the compiled graph and the torch fp32 embeddings of the probe images
-    (``reference(probe)``, computed once and cached beside the graph); raises below the bar."""
+    (``reference(probe)``, computed once and cached beside the graph); raises below ``min_cosine``
+    (None: PROBE_MIN_COSINE)."""
+    min_cosine = PROBE_MIN_COSINE if min_cosine is None else min_cosine
     probe = probe_batch(image_size)
     expected = cached_reference(tower.key_dir, len(probe), lambda: reference(probe))
     worst = float(_cosines(tower(probe), expected).min())
-    if not worst >= PROBE_MIN_COSINE:
-        raise ImageBackendError(f"OpenVINO image graph differs from torch fp32 (cosine {worst:.4f} < {PROBE_MIN_COSINE})")
+    if not worst >= min_cosine:
+        raise ImageBackendError(f"OpenVINO image graph differs from torch fp32 (cosine {worst:.4f} < {min_cosine})")
     return worst
 
 
@@ -462,6 +467,9 @@ def image_backend_summary(spec: str, requested: str, device: str) -> str:
     except MmsearchError as exc:
         return f"unavailable: {exc}"
     if backend == "openvino":
-        return f"openvino (MMSEARCH_IMAGE_BACKEND={requested}; compiled graphs cached in {cache_root()})"
+        from mmsearch.encoders.openvino_int8 import graph_precision_summary
+
+        precision = graph_precision_summary(spec, resolve_device(device))
+        return f"openvino {precision} (MMSEARCH_IMAGE_BACKEND={requested}; compiled graphs cached in {cache_root()})"
     hint = "; pip install 'mmsearch[openvino]' for the faster CPU path" if requested == "auto" and not openvino_available() else ""
     return f"torch (MMSEARCH_IMAGE_BACKEND={requested}{hint})"

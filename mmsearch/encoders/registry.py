@@ -197,13 +197,17 @@ def _load_compiled_lite(spec: str, weights: str | None, device: str, batch_size:
 
 
 def _attach_image_backend(encoder: TorchDualEncoder, requested: str, threads: int) -> None:
-    from mmsearch.encoders.openvino_tower import accept_uint8_pixels, build_openvino_tower, resolve_image_backend
+    from mmsearch.encoders.openvino_int8 import choose_image_tower
+    from mmsearch.encoders.openvino_tower import accept_uint8_pixels, build_openvino_tower, resolve_image_backend, torch_image_reference
 
+    image_size, threads = encoder.input_size or 224, threads or torch.get_num_threads()
     _attach_compiled_tower(
         "image", requested, resolve_image_backend(requested, encoder.spec, encoder.device),
-        lambda: accept_uint8_pixels(build_openvino_tower(
-            encoder.model, model_id=encoder.model_id, image_size=encoder.input_size or 224, precision=encoder.precision,
-            threads=threads or torch.get_num_threads(),
+        lambda: accept_uint8_pixels(choose_image_tower(
+            model_id=encoder.model_id, image_size=image_size, precision=encoder.precision, threads=threads,
+            reference=torch_image_reference(encoder.model),
+            float_tower=lambda: build_openvino_tower(
+                encoder.model, model_id=encoder.model_id, image_size=image_size, precision=encoder.precision, threads=threads),
         ), encoder.image_transform),
         encoder.use_image_runner, encoder.precision,
     )

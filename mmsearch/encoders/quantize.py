@@ -64,14 +64,12 @@ def calibration_paths(manifests: Sequence[Path], count: int, seed: int) -> list[
 
 
 def calibration_batches(paths: Sequence[str], preprocess) -> Iterator[np.ndarray]:
-    """NHWC float batches, preprocessed exactly as indexing does (the graph's first input)."""
-    from PIL import Image
+    """NHWC float batches, decoded and preprocessed as indexing does (transparency composited on white,
+    EXIF rotation applied: indexer.loader.open_image), i.e. the graph's first input."""
+    from indexer.loader import open_image
 
     for start in range(0, len(paths), CALIBRATION_BATCH):
-        batch = []
-        for path in paths[start : start + CALIBRATION_BATCH]:
-            with Image.open(path) as image:
-                batch.append(preprocess(image))
+        batch = [preprocess(open_image(path)) for path in paths[start : start + CALIBRATION_BATCH]]
         yield torch.stack(batch).permute(0, 2, 3, 1).contiguous().numpy()
 
 

@@ -173,9 +173,9 @@ def graph_precision_summary(spec: str, device: str) -> str:
     """For `mmsearch info`: the precision the OpenVINO image graph of ``spec`` runs at on ``device``
     (resolved), said without loading the model (the load-time probe check can still refuse int8)."""
     from mmsearch.config import get_settings
-    from mmsearch.encoders.lite import BRIDGE_WEIGHTS, LITE_NAME, lite_config, lite_model_id, shipped_weights
+    from mmsearch.encoders.lite import LITE_NAME, lite_config, lite_model_id
     from mmsearch.encoders.precision import resolve_precision
-    from mmsearch.encoders.registry import _lite_weights_path, split_spec
+    from mmsearch.encoders.registry import lite_weights, split_spec
     from mmsearch.errors import MmsearchError
 
     settings = get_settings()
@@ -184,11 +184,11 @@ def graph_precision_summary(spec: str, device: str) -> str:
     except MmsearchError as exc:
         return f"unavailable: {exc}"
     arch, weights = split_spec(spec)
-    if not wanted(settings.image_int8, precision) or arch != LITE_NAME or weights == BRIDGE_WEIGHTS:
+    if not wanted(settings.image_int8, precision) or arch != LITE_NAME:
         return precision
     try:
-        path = _lite_weights_path(weights) or shipped_weights()
-        if path is None:
+        path = lite_weights(weights)
+        if path is None:  # the bridge alone: no graph is shipped for it
             return precision
         shipped_meta(lite_model_id(path), lite_config(path).image_size)
     except MmsearchError as exc:

@@ -121,10 +121,10 @@ def preprocess_without_model(spec: str):
     arch, weights = split_spec(spec)
     if arch != LITE_NAME:
         return None
-    return make_preprocess(lite_config(_lite_weights(weights)))
+    return make_preprocess(lite_config(lite_weights(weights)))
 
 
-def _lite_weights(weights: str | None) -> Path | None:
+def lite_weights(weights: str | None) -> Path | None:
     """The weights file a ``mmsearch-lite[:WEIGHTS]`` spec stands for: the named file, else the shipped
     one; None for the bridge alone (``:bridge``, or an install without shipped weights)."""
     from mmsearch.encoders.lite import BRIDGE_WEIGHTS, shipped_weights
@@ -192,7 +192,7 @@ def _load_compiled_lite(spec: str, weights: str | None, device: str, batch_size:
         return None
     if resolved not in ("fp32", "bf16"):
         return None
-    return load_compiled_lite(spec, _lite_weights(weights), batch_size=batch_size, threads=threads or torch.get_num_threads(),
+    return load_compiled_lite(spec, lite_weights(weights), batch_size=batch_size, threads=threads or torch.get_num_threads(),
                               precision=resolved)
 
 

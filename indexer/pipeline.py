@@ -26,8 +26,7 @@ from indexer.loader import DecodedBatch, decode_batches
 from indexer.sources import ScanResult, SourceItem, scan
 from indexer.writer import IndexWriter
 from mmsearch.ann import DEFAULT_FLAT_THRESHOLD, AnnOptions, choose_factory
-from mmsearch.encoders.base import Encoder
-from mmsearch.encoders.base import transform_input_size
+from mmsearch.encoders.base import Encoder, transform_input_size
 from mmsearch.errors import ModelMismatchError
 from mmsearch.indexdir import IndexDir
 from mmsearch.store import ItemRecord, NewItem
@@ -154,7 +153,7 @@ def start_early_decode(spec: str, items: Sequence[SourceItem], preprocess_for: C
     if transform is None:
         return None
     stages = split_transform(transform)
-    target = transform_input_size(transform) or DRAFT_SIZE
+    target = _draft_size(transform)
     batches = decode_batches(paths, stages.worker, batch_size=batch_size, workers=workers, max_pixels=max_pixels, target_size=target)
     return EarlyDecode(stages, target, batches)
 
@@ -173,14 +172,15 @@ def embed_batches(encoder: Encoder, items: Sequence[SourceItem], *, batch_size: 
         return
     stages = split_transform(encoder.image_transform)
     uint8_ok = stages.split and getattr(encoder, "takes_uint8_pixels", False)  # the graph normalises them itself
-    if early is not None and same_worker_stage(early.stages, stages) and early.target_size == _draft_size(encoder):
+    target = _draft_size(encoder.image_transform)
+    if early is not None and same_worker_stage(early.stages, stages) and early.target_size == target:
         decoded = early.batches
     else:
         if early is not None:
             log.warning("the model preprocesses images differently than announced; decoding again")
         decoded = decode_batches(
             _image_paths(items), stages.worker,
-            batch_size=batch_size, workers=workers, max_pixels=max_pixels, target_size=_draft_size(encoder),
+            batch_size=batch_size, workers=workers, max_pixels=max_pixels, target_size=target,
             pin_memory=getattr(encoder, "device", "cpu") == "cuda",
         )
     for batch in decoded:
@@ -321,10 +321,11 @@ def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, worker
     return report
 
 
-def _draft_size(encoder: Encoder | None) -> int:
-    """Decode JPEGs at the smallest DCT scale still at least the model's input size (4-8x less work
-    for camera photos); models that do not say their input size get the conservative default."""
-    return getattr(encoder, "input_size", None) or DRAFT_SIZE
+def _draft_size(transform: Callable) -> int:
+    """Decode JPEGs at the smallest DCT scale still at least the input size the model's preprocessing
+    resizes to (4-8x less work for camera photos); a preprocessing of unknown size gets the
+    conservative default."""
+    return transform_input_size(transform) or DRAFT_SIZE
 
 
 def _count(report: IndexReport, chunk: list[tuple[SourceItem, int | None]]) -> None:

@@ -10,7 +10,7 @@ recall@10 against exact search. Baselines from the same run: exact FAISS Flat an
 force (matrix-vector product + argpartition).
 
 Indexes of product codes (ivfpq) are tuned and searched as mmsearch does, re-ranking ``k * factor``
-candidates on the float32 vectors (mmsearch.rerank); here the vectors come from the in-memory array (a
+candidates on the float32 vectors (mmsearch.vectors.rerank); here the vectors come from the in-memory array (a
 stand-in for the store), and a "codes only" row shows the same index and nprobe without re-ranking.
 ``--sqlite`` also writes the vectors into a real SQLite store (the writer's tables) and times the
 re-rank reading them with ``Store.vectors_for``: the read alone for ``k * factor`` and for a query
@@ -31,9 +31,9 @@ import numpy as np
 from bench.common import emit_json, machine, print_table
 from bench.synthetic_index import bulk_insert
 from bench.vectors import Mixture, default_model_dim
-from mmsearch import ann, rerank
-from mmsearch.index import VectorIndex
-from mmsearch.indexdir import IndexDir
+from mmsearch.vectors import ann, rerank
+from mmsearch.vectors.index import VectorIndex
+from mmsearch.storage.indexdir import IndexDir
 from mmsearch.query import WINDOW
 
 SIZES = {"smoke": {"n": 20_000, "queries": 200, "brute_queries": 50}, "full": {"n": 1_000_000, "queries": 1000, "brute_queries": 50}}

@@ -29,7 +29,7 @@ import numpy as np
 from bench.common import REPO, emit_json, machine, print_table, python
 from bench.synthetic_index import WORDS, build_synthetic_index
 from bench.vectors import Mixture, default_model_dim
-from mmsearch.ann import AnnOptions
+from mmsearch.vectors.ann import AnnOptions
 
 SIZES = {"smoke": {"n": 10_000, "requests": 160, "baseline_requests": 40},
          "full": {"n": 1_000_000, "requests": 4000, "baseline_requests": 300}}

@@ -15,9 +15,9 @@ from typing import Iterable
 import numpy as np
 
 from indexer.writer import IndexWriter
-from mmsearch.ann import AnnOptions
-from mmsearch.indexdir import IndexDir
-from mmsearch.store import Embedding, Item
+from mmsearch.vectors.ann import AnnOptions
+from mmsearch.storage.indexdir import IndexDir
+from mmsearch.storage.store import Embedding, Item
 
 WORDS = ("red", "old", "tall", "quiet", "bright", "small", "wooden", "stone", "river", "harbour", "garden", "street",
          "mountain", "kitchen", "market", "bridge", "forest", "window", "train", "boat")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsearch.errors import SourceError
+from mmsearch.scalars import coerce_scalar
 
 log = logging.getLogger(__name__)
 
@@ -27,23 +28,6 @@ IMAGE_LIST_COLUMNS = ("images", "image_paths")
 _IMAGE_COLUMN = re.compile(r"^(image|image_path|img|picture|photo)_?(\d*)$", re.IGNORECASE)
 # Fields that are identifiers or prose: never turned into numbers even when they look like one.
 KEEP_AS_TEXT = frozenset({"sku", "product_id", "id", "title", "name", "description", "desc", "gtin", "ean", "upc", "barcode"})
-_NUMBER = re.compile(r"^[+-]?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$")
-
-
-def coerce_scalar(value: Any) -> Any:
-    """A CSV cell as the value a user means: '79.5' -> 79.5, '3' -> 3, '00123' stays text (an identifier).
-
-    Used both at ingest and for values in ``--where`` filters, so the two always agree on types.
-    """
-    if not isinstance(value, str):
-        return value
-    stripped = value.strip()
-    if _NUMBER.match(stripped):
-        number = float(stripped)
-        if number.is_integer() and "." not in stripped and "e" not in stripped.lower():
-            return int(stripped)
-        return number
-    return stripped
 
 
 def is_catalogue(columns: list[str]) -> bool:

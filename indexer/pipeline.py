@@ -21,15 +21,15 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from indexer.fastpath import SplitTransform, same_worker_stage, split_transform
+from mmsearch.imaging.fastpath import SplitTransform, same_worker_stage, split_transform
 from indexer.loader import DecodedBatch, decode_batches
 from indexer.sources import ScanResult, SourceItem, scan
 from indexer.writer import IndexWriter
-from mmsearch.ann import DEFAULT_FLAT_THRESHOLD, AnnOptions, choose_factory
+from mmsearch.vectors.ann import DEFAULT_FLAT_THRESHOLD, AnnOptions, choose_factory
 from mmsearch.encoders.base import Encoder, transform_input_size
 from mmsearch.errors import ModelMismatchError
-from mmsearch.indexdir import IndexDir
-from mmsearch.store import ItemRecord, NewItem
+from mmsearch.storage.indexdir import IndexDir
+from mmsearch.storage.store import ItemRecord, NewItem
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def index_source(
 
     ``catalogue`` reads the manifest(s) as product catalogues even without sku + title columns.
     ``index_type``/``recall_target`` change the index's vector index choice (kept for later runs);
-    ``flat_threshold`` is the count below which ``auto`` keeps exact search (see mmsearch.ann);
+    ``flat_threshold`` is the count below which ``auto`` keeps exact search (see mmsearch.vectors.ann);
     ``database_url`` keeps the metadata in that database instead of the directory's items.sqlite;
     ``embed_stage`` replaces in-process embedding (e.g. indexer.ray_engine), with ``encoder_factory``
     then returning whatever that stage needs (the manifest only reads ``model_id`` and ``dim``);

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from mmsearch.hashing import sha256_file
+from mmsearch.textfile import read_text_file
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,6 @@ MANIFEST_EXTS = frozenset({".jsonl", ".csv"})
 IMAGE_COLUMNS = ("image", "image_path", "image_file", "filepath", "file", "path", "url")
 TEXT_COLUMNS = ("text", "caption", "description", "title")
 ID_COLUMNS = ("id", "sku", "key")
-MAX_TEXT_BYTES = 256 * 1024  # text beyond this adds nothing to an embedding and only costs memory
 
 # (size, mtime) -> sha256 from the previous run, looked up by item key
 HashCache = Callable[[str, int, float], "str | None"]
@@ -59,13 +59,6 @@ class ScanResult:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def read_text_file(path: str) -> str:
-    """Read up to MAX_TEXT_BYTES; bytes that are not UTF-8 are replaced rather than failing the file."""
-    with open(path, "rb") as fh:
-        data = fh.read(MAX_TEXT_BYTES)
-    return data.decode("utf-8", errors="replace").strip()
 
 
 def _valid_utf8_name(path: str) -> bool:

@@ -13,10 +13,10 @@ from typing import Sequence
 
 import numpy as np
 
-from mmsearch.ann import AnnOptions, maintain
-from mmsearch.index import VectorIndex
-from mmsearch.indexdir import IndexDir, Manifest
-from mmsearch.store import ItemRecord, NewItem, Store
+from mmsearch.vectors.ann import AnnOptions, maintain
+from mmsearch.vectors.index import VectorIndex
+from mmsearch.storage.indexdir import IndexDir, Manifest
+from mmsearch.storage.store import ItemRecord, NewItem, Store
 
 log = logging.getLogger(__name__)
 

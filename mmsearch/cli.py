@@ -193,7 +193,7 @@ def _run_queries(searcher, text, image_file, queries_file, target, k):
     if text is not None:
         yield text, searcher.search_text(text, target, k)
     elif image_file is not None:
-        from indexer.loader import DecodeError, open_image
+        from mmsearch.imaging.decode import DecodeError, open_image
 
         try:
             image = open_image(str(image_file))
@@ -240,7 +240,7 @@ def serve(index_dir, host, port, device) -> None:
     from mmsearch.api import create_app
 
     s = _settings(index_dir=index_dir, host=host, port=port, device=device)
-    from mmsearch.indexdir import IndexDir
+    from mmsearch.storage.indexdir import IndexDir
 
     IndexDir(s.index_dir, s.database()).read_manifest()  # fail now, with one line, rather than inside the server
     uvicorn.run(create_app(s), host=s.host, port=s.port, log_level="info", workers=1)
@@ -252,7 +252,7 @@ def serve(index_dir, host, port, device) -> None:
 def info(index_dir, as_json) -> None:
     """Describe an index: model, counts, last run."""
     from mmsearch.encoders.openvino_tower import image_backend_summary
-    from mmsearch.indexdir import describe
+    from mmsearch.storage.indexdir import describe
 
     s = _settings(index_dir=index_dir)
     facts = describe(s.index_dir, s.database(), s.faiss_device)

@@ -57,7 +57,7 @@ def wants_query_engine(text, image_file, queries_file, shop: dict) -> bool:
 
 
 def _load_image(path: str):
-    from indexer.loader import DecodeError, open_image
+    from mmsearch.imaging.decode import DecodeError, open_image
 
     try:
         return open_image(str(path))
@@ -98,7 +98,7 @@ def build_terms(text, image_file, shop: dict) -> list:
 
 
 def run_query(searcher, text, image_file, target: str, k: int, as_json: bool, shop: dict) -> None:
-    from mmsearch.filters import parse_wheres
+    from mmsearch.storage.filters import parse_wheres
     from mmsearch.query import Query, QueryEngine
 
     query = Query(

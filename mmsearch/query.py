@@ -3,11 +3,11 @@ filters, vector / keyword / hybrid ranking, grouping per product, sorting, score
 
 How a query is answered:
 
-1. the filter is resolved in SQLite to the candidate item ids (``mmsearch.filters``);
+1. the filter is resolved in SQLite to the candidate item ids (``mmsearch.storage.filters``);
 2. vector ranking: the terms' embeddings are summed with their weights (a negative weight subtracts,
    which pushes items like that term down) and the sum is searched with FAISS restricted to the
    candidates (an ID selector inside the search; an index of product codes re-ranks its candidates on the
-   stored vectors, see ``mmsearch.rerank``); if an approximate index returns fewer than it should, the
+   stored vectors, see ``mmsearch.vectors.rerank``); if an approximate index returns fewer than it should, the
    candidates' stored vectors are scored exactly instead;
 3. keyword ranking: BM25 over the FTS5 table, restricted to the same candidates; items matching a
    negative text term's words go after the others;
@@ -27,10 +27,11 @@ from PIL import Image
 from sqlalchemy import text as sql
 
 from mmsearch.errors import InvalidQueryError
-from mmsearch.filters import Condition, candidate_sql, field_sql, product_sql
-from mmsearch.keyword import keyword_matches, keyword_ranking
+from mmsearch.storage.filter_sql import candidate_sql
+from mmsearch.storage.filters import Condition, field_sql, product_sql
+from mmsearch.storage.keyword import keyword_matches, keyword_ranking
 from mmsearch.search import Searcher
-from mmsearch.store import IMAGE, MODALITIES, id_chunks
+from mmsearch.storage.store import IMAGE, MODALITIES, id_chunks
 
 Mode = Literal["vector", "keyword", "hybrid"]
 MODES: tuple[str, ...] = ("vector", "keyword", "hybrid")

@@ -18,14 +18,14 @@ from typing import Literal, Sequence
 import numpy as np
 from PIL import Image
 
-from mmsearch import rerank
+from mmsearch.vectors import rerank
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import InvalidQueryError, ItemNotFoundError, MmsearchError
-from mmsearch.faiss_device import GpuPlacer, place_on_device
-from mmsearch.faiss_device import resolve as resolve_faiss_device
-from mmsearch.index import VectorIndex
-from mmsearch.indexdir import IndexDir, Manifest
-from mmsearch.store import IMAGE, MODALITIES, TEXT, ItemRecord, Store
+from mmsearch.vectors.device import GpuPlacer, place_on_device
+from mmsearch.vectors.device import resolve as resolve_faiss_device
+from mmsearch.vectors.index import VectorIndex
+from mmsearch.storage.indexdir import IndexDir, Manifest
+from mmsearch.storage.store import IMAGE, MODALITIES, TEXT, ItemRecord, Store
 
 log = logging.getLogger(__name__)
 

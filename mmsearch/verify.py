@@ -20,12 +20,12 @@ from typing import Callable
 import numpy as np
 from sqlalchemy import delete, select
 
-from mmsearch.checksums import check_file
+from mmsearch.storage.checksums import check_file
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import MmsearchError
-from mmsearch.index import VectorIndex
-from mmsearch.indexdir import IndexDir, Manifest
-from mmsearch.store import IMAGE, MODALITIES, TEXT, Embedding, Item, ItemRecord, NewItem, Store, id_chunks
+from mmsearch.vectors.index import VectorIndex
+from mmsearch.storage.indexdir import IndexDir, Manifest
+from mmsearch.storage.store import IMAGE, MODALITIES, TEXT, Embedding, Item, ItemRecord, NewItem, Store, id_chunks
 
 log = logging.getLogger(__name__)
 
@@ -255,8 +255,8 @@ def _reembed(store: Store, manifest: Manifest, ids: list[int], encoder_factory: 
 
 def _embed_records(encoder: Encoder, records: list[ItemRecord], max_pixels: int):
     """-> (records embedded, their vectors, [(record, why it could not be)])."""
-    from indexer.loader import DecodeError, open_image
-    from indexer.sources import read_text_file
+    from mmsearch.imaging.decode import DecodeError, open_image
+    from mmsearch.textfile import read_text_file
 
     ok, contents, gone = [], [], []
     for record in records:

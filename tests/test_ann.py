@@ -10,10 +10,10 @@ import pytest
 from bench.synthetic_index import build_synthetic_index
 from bench.vectors import Mixture
 from indexer.writer import IndexWriter
-from mmsearch import ann
-from mmsearch.ann import AnnOptions
+from mmsearch.vectors import ann
+from mmsearch.vectors.ann import AnnOptions
 from mmsearch.errors import ConfigError
-from mmsearch.indexdir import IndexDir, describe
+from mmsearch.storage.indexdir import IndexDir, describe
 from mmsearch.search import Searcher
 
 DIM = 64

@@ -16,7 +16,7 @@ from PIL import Image
 
 from badfiles import build_battery
 from conftest import REPO, run_index
-from mmsearch.indexdir import IndexDir
+from mmsearch.storage.indexdir import IndexDir
 
 INDEX_TIMEOUT = 180  # seconds: far above the few seconds a run takes, so only a hang trips it
 
@@ -178,7 +178,7 @@ def test_pixel_cap_setting_is_honoured(tmp_path, monkeypatch, tiny_encoder):
 DECODE_RSS = textwrap.dedent(
     """
     import json, sys
-    from indexer.loader import open_image
+    from mmsearch.imaging.decode import open_image
     from indexer.pipeline import DRAFT_SIZE
 
     def peak_kb():  # VmHWM: this process's peak RSS (unlike ru_maxrss, not inherited across exec)

@@ -10,13 +10,13 @@ from sqlalchemy import text as sql
 
 from catalogue_data import make_products, write_catalogue
 from conftest import run_index
-from indexer.catalogue import coerce_scalar
-from mmsearch import store as store_module
+from mmsearch.scalars import coerce_scalar
+from mmsearch.storage import store as store_module
 from mmsearch.errors import SourceError
-from mmsearch.filters import parse_wheres
+from mmsearch.storage.filters import parse_wheres
 from mmsearch.query import Query, QueryEngine, Term
 from mmsearch.search import Searcher
-from mmsearch.store import NewItem, Store
+from mmsearch.storage.store import NewItem, Store
 
 
 def by_product(searcher: Searcher) -> dict[str, list]:

@@ -24,9 +24,9 @@ import pytest
 
 from conftest import REPO, pattern_image
 from indexer.sources import sha256_file
-from mmsearch.indexdir import IndexDir
+from mmsearch.storage.indexdir import IndexDir
 from mmsearch.search import Searcher
-from mmsearch.store import MODALITIES
+from mmsearch.storage.store import MODALITIES
 from mmsearch.verify import verify_index
 
 KILLS_WANTED = 20
@@ -240,7 +240,7 @@ def test_reader_never_sees_a_torn_index_during_reindex(tmp_path, tiny_encoder, r
 
 def test_item_ids_are_never_reused(tmp_path):
     """A deleted item's id must not come back: a reader's older vectors would join the new item's metadata."""
-    from mmsearch.store import NewItem, Store
+    from mmsearch.storage.store import NewItem, Store
 
     store = Store.at(tmp_path / "items.sqlite")
     try:

@@ -15,7 +15,7 @@ from conftest import make_corpus, run_index
 from mmsearch.encoders.lite import LiteConfig, make_preprocess
 from mmsearch.encoders.registry import TEST_MODEL, preprocess_without_model
 from mmsearch.errors import ModelNotFoundError
-from mmsearch.indexdir import IndexDir
+from mmsearch.storage.indexdir import IndexDir
 
 
 def test_lite_preprocessing_matches_open_clips_shortest_side_transform():

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mmsearch import faiss_device
+from mmsearch.vectors import device as faiss_device
 from mmsearch.cli import main
 from mmsearch.errors import ConfigError
-from mmsearch.faiss_device import GpuPlacer
-from mmsearch.index import VectorIndex
+from mmsearch.vectors.device import GpuPlacer
+from mmsearch.vectors.index import VectorIndex
 from mmsearch.search import Searcher
 
 

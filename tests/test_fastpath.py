@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from bench.photos import make_photo
-from indexer.fastpath import split_transform
-from indexer.loader import open_image
+from mmsearch.imaging.fastpath import split_transform
+from mmsearch.imaging.decode import open_image
 from mmsearch.encoders.lite import trim_padding
 from mmsearch.encoders.precision import cpu_has_native_bf16, resolve_precision
 from mmsearch.errors import ConfigError

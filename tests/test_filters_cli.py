@@ -13,8 +13,8 @@ from conftest import pattern_image, run_index
 from mmsearch.cli import main
 from mmsearch.cli_shop import parse_term
 from mmsearch.errors import InvalidQueryError
-from mmsearch.filters import Condition, parse_where
-from mmsearch.index import VectorIndex
+from mmsearch.storage.filters import Condition, parse_where
+from mmsearch.vectors.index import VectorIndex
 
 
 @pytest.mark.parametrize("expr,conditions", [
@@ -137,8 +137,9 @@ def test_cli_index_catalogue_flag(tmp_path, tiny_encoder, monkeypatch):
 def test_list_valued_and_mixed_type_fields(tmp_path):
     from sqlalchemy import text as sql
 
-    from mmsearch.filters import candidate_sql, from_json
-    from mmsearch.store import NewItem, Store
+    from mmsearch.storage.filter_sql import candidate_sql
+    from mmsearch.storage.filters import from_json
+    from mmsearch.storage.store import NewItem, Store
 
     store = Store.at(tmp_path / "items.sqlite")
     metas = [{"tags": ["a", "b"], "size": [38, 40]}, {"tags": "a", "size": 42}, {}, {"tags": 5, "size": "40"}, {"tags": None}]

@@ -141,9 +141,9 @@ def test_indexing_feeds_uint8_pixels_to_the_graph_with_the_same_embeddings(cache
     facts = in_child(_TINY_PAIR + f"""
     import torch
     from pathlib import Path
-    from indexer.fastpath import split_transform
+    from mmsearch.imaging.fastpath import split_transform
     from indexer.pipeline import index_source
-    from mmsearch.indexdir import IndexDir
+    from mmsearch.storage.indexdir import IndexDir
 
     fast = load_encoder(TEST_MODEL, "cpu", batch_size=4, precision="fp32", image_backend="openvino")
     stages = split_transform(fast.image_transform)

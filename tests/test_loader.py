@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer.loader import DecodeError, decode_batches, open_image
+from indexer.loader import decode_batches
+from mmsearch.imaging.decode import DecodeError, open_image
 
 
 def test_exif_rotation_is_applied(tmp_path):

@@ -52,8 +52,8 @@ def _searcher(index_dir, encoder, url):
 
 def test_index_search_and_info_on_postgres(tmp_path, corpus, tiny_encoder, pg_url):
     from mmsearch.cli import main
-    from mmsearch.database import redact
-    from mmsearch.indexdir import describe
+    from mmsearch.storage.database import redact
+    from mmsearch.storage.indexdir import describe
     from mmsearch.verify import verify_index
 
     root, files = corpus
@@ -166,7 +166,8 @@ FILTERS = [
 
 @pytest.mark.parametrize("filt", FILTERS, ids=[json.dumps(f) for f in FILTERS])
 def test_filters_select_the_same_items_as_sqlite(shops, filt):
-    from mmsearch.filters import candidate_sql, from_json
+    from mmsearch.storage.filter_sql import candidate_sql
+    from mmsearch.storage.filters import from_json
 
     def keys(engine) -> set[str]:
         where, params = candidate_sql(from_json(filt), ("image", "text"), engine.store.dialect)
@@ -181,8 +182,8 @@ def test_filters_select_the_same_items_as_sqlite(shops, filt):
 
 
 def test_filtered_sorted_grouped_query_and_fields_match_sqlite(shops):
-    from mmsearch.fields import field_summary, product_count
-    from mmsearch.filters import from_json
+    from mmsearch.storage.fields import field_summary, product_count
+    from mmsearch.storage.filters import from_json
     from mmsearch.query import Query, Term
 
     lite, pg, products = shops
@@ -198,8 +199,9 @@ def test_filtered_sorted_grouped_query_and_fields_match_sqlite(shops):
 
 
 def test_list_valued_and_mixed_type_fields_on_postgres(pg_url):
-    from mmsearch.filters import candidate_sql, from_json
-    from mmsearch.store import NewItem, Store
+    from mmsearch.storage.filter_sql import candidate_sql
+    from mmsearch.storage.filters import from_json
+    from mmsearch.storage.store import NewItem, Store
 
     store = Store(pg_url)
     metas = [{"tags": ["a", "b"], "size": [38, 40]}, {"tags": "a", "size": 42}, {}, {"tags": 5, "size": "40"}, {"tags": None}]
@@ -259,7 +261,7 @@ def test_two_api_replicas_share_one_catalogue_and_see_updates(tmp_path, corpus, 
 
 
 def test_concurrent_writers_never_share_an_id(pg_url):
-    from mmsearch.store import NewItem, Store
+    from mmsearch.storage.store import NewItem, Store
 
     stores = [Store(pg_url), Store(pg_url)]
     batches, per_batch = 12, 4
@@ -296,7 +298,7 @@ def test_concurrent_writers_never_share_an_id(pg_url):
 
 def test_one_index_run_per_catalogue_across_directories(tmp_path, pg_url):
     from mmsearch.errors import MmsearchError
-    from mmsearch.indexdir import IndexDir
+    from mmsearch.storage.indexdir import IndexDir
 
     with IndexDir(tmp_path / "a", pg_url).write_lock():
         with pytest.raises(MmsearchError, match="another `mmsearch index` run is writing the catalogue") as caught:

@@ -21,7 +21,7 @@ from indexer.ray_engine import RayEngine, plan_actors, shard_bounds
 from mmsearch.cli import main
 from mmsearch.encoders import TEST_MODEL
 from mmsearch.errors import EngineError
-from mmsearch.indexdir import IndexDir
+from mmsearch.storage.indexdir import IndexDir
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 

@@ -10,11 +10,11 @@ from sqlalchemy import text as sql
 
 from bench.synthetic_index import build_synthetic_index
 from bench.vectors import Mixture
-from mmsearch import ann, rerank
-from mmsearch.ann import AnnOptions
+from mmsearch.vectors import ann, rerank
+from mmsearch.vectors.ann import AnnOptions
 from mmsearch.encoders import TEST_MODEL
-from mmsearch.filters import condition
-from mmsearch.indexdir import IndexDir, describe
+from mmsearch.storage.filters import condition
+from mmsearch.storage.indexdir import IndexDir, describe
 from mmsearch.query import Query, QueryEngine, Term
 from mmsearch.search import Searcher
 

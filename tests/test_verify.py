@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from mmsearch.hashing import sha256_file
 from mmsearch.cli import main
 from mmsearch.errors import IndexCorruptError
-from mmsearch.index import VectorIndex
-from mmsearch.indexdir import IndexDir
+from mmsearch.vectors.index import VectorIndex
+from mmsearch.storage.indexdir import IndexDir
 from mmsearch.search import Searcher
 from mmsearch.verify import repair_index, verify_index
 
@@ -79,7 +79,7 @@ def test_memory_mapped_load_does_not_hash_the_vector_files(indexed, tiny_encoder
     """mmap serving must not read a whole vector file to hash it at every (re)load."""
     _, _, index_dir, _ = indexed
     hashed = []
-    monkeypatch.setattr("mmsearch.checksums.sha256_file", lambda path: hashed.append(path) or "x")
+    monkeypatch.setattr("mmsearch.storage.checksums.sha256_file", lambda path: hashed.append(path) or "x")
     searcher = Searcher(index_dir, tiny_encoder, mmap=True)
     assert searcher.search_text("a", k=1) and hashed == []
 

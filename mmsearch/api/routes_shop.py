@@ -15,16 +15,16 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from indexer.loader import DecodeError, open_image
+from mmsearch.imaging.decode import DecodeError, open_image
 from mmsearch.api.deps import get_app_settings, get_searcher
 from mmsearch.api.schemas import ErrorOut
 from mmsearch.config import Settings
 from mmsearch.errors import InvalidQueryError
-from mmsearch.fields import cached_field_summary, product_count
-from mmsearch.filters import describe, from_json
+from mmsearch.storage.fields import cached_field_summary, product_count
+from mmsearch.storage.filters import describe, from_json
 from mmsearch.query import Query, QueryEngine, Term
 from mmsearch.search import Searcher
-from mmsearch.store import MODALITIES
+from mmsearch.storage.store import MODALITIES
 
 router = APIRouter()
 ERRORS = {404: {"model": ErrorOut}, 422: {"model": ErrorOut}}

@@ -286,10 +286,10 @@ def make_preprocess(cfg: LiteConfig):
     """Shortest side to ``image_size`` (bicubic, antialiased), centre crop, RGB, scale to [-1, 1].
 
     The same steps open_clip's ``image_transform(resize_mode="shortest")`` builds, written without
-    torchvision or open_clip (mmsearch.encoders.pil_preprocess) so the indexer can start its decode
+    torchvision or open_clip (mmsearch.imaging.preprocess) so the indexer can start its decode
     workers before the model is loaded and a load from the compiled graphs never imports them
     (tests/test_early_decode.py checks the two give identical tensors)."""
-    from mmsearch.encoders.pil_preprocess import shortest_side_crop
+    from mmsearch.imaging.preprocess import shortest_side_crop
 
     return shortest_side_crop(cfg.image_size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 

@@ -7,7 +7,7 @@ graph is about half the CPU time of indexing. Per-image cosine to torch fp32 on 
 docs/model-card.md, "int8 image graph").
 
 Calibration needs real pictures, which do not ship, so the graph is made once by
-``python -m mmsearch.encoders.quantize`` (NNCF, an optional extra used only there) and shipped as
+``python -m mmsearch.train.quantize`` (NNCF, an optional extra used only there) and shipped as
 ``mmsearch-lite.int8.xml/.bin`` with ``mmsearch-lite.int8.json``, which names the weights it was made
 from (their sha256; the IR's own name carries it too). It is used only for those exact weights.
 

@@ -316,8 +316,8 @@ class OpenVinoImageTower:
 
 def accept_uint8_pixels(tower: OpenVinoImageTower, transform: Callable) -> OpenVinoImageTower:
     """Let the compiled image graph take the decode workers' uint8 pixels when the model's preprocessing
-    ends in ToTensor + Normalize (see indexer.fastpath), normalising them inside the graph."""
-    from indexer.fastpath import split_transform
+    ends in ToTensor + Normalize (see mmsearch.imaging.fastpath), normalising them inside the graph."""
+    from mmsearch.imaging.fastpath import split_transform
 
     stages = split_transform(transform)
     if stages.split:

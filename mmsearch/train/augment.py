@@ -95,7 +95,7 @@ def style_steps() -> list:
 
 
 def find_normalize(preprocess: Callable) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The Normalize step of a model's eval preprocess (torchvision's or mmsearch.encoders.pil_preprocess's):
+    """The Normalize step of a model's eval preprocess (torchvision's or mmsearch.imaging.preprocess's):
     training views must be normalised identically."""
     for step in getattr(preprocess, "transforms", []):
         if type(step).__name__ == "Normalize":

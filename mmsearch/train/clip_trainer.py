@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from indexer.loader import DecodeError, open_image
+from mmsearch.imaging.decode import DecodeError, open_image
 from mmsearch.errors import ConfigError
 from mmsearch.train.augment import pick_text, templated_texts, train_transform
 from mmsearch.train.data import Example, group_keys

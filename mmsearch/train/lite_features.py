@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from indexer.loader import DecodeError, open_image
+from mmsearch.imaging.decode import DecodeError, open_image
 from mmsearch.encoders.lite import IMAGE_FEATURES, LiteDualEncoder
 from mmsearch.train.augment import AugmentConfig, seeded_view, train_transform
 from mmsearch.train.cache import ShardStore, text_key

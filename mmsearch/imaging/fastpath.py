@@ -69,7 +69,7 @@ def _identity(batch: torch.Tensor) -> torch.Tensor:
 
 
 def split_transform(transform: Callable) -> SplitTransform:
-    """Split ``Compose([..., ToTensor, Normalize])`` (torchvision's, or mmsearch.encoders.pil_preprocess's
+    """Split ``Compose([..., ToTensor, Normalize])`` (torchvision's, or mmsearch.imaging.preprocess's
     steps of the same names); any other pipeline runs whole in the workers."""
     steps = list(getattr(transform, "transforms", ()))
     if len(steps) >= 2 and type(steps[-2]).__name__ in _TO_TENSOR and type(steps[-1]).__name__ == "Normalize":

@@ -7,7 +7,7 @@ import threading
 
 from sqlalchemy import text as sql
 
-from mmsearch.store import Store
+from mmsearch.storage.store import Store
 
 HIDDEN = ("manifest", "role")  # bookkeeping, not product fields
 MAX_VALUES = 50  # a text field with more distinct values than this lists none (titles, descriptions, SKUs)
@@ -22,7 +22,7 @@ def field_summary(store: Store) -> list[dict]:
     hidden = ", ".join(f"'{h}'" for h in HIDDEN)
     with store.engine.connect() as conn:
         if store.dialect == "postgresql":
-            from mmsearch import fields_pg
+            from mmsearch.storage.postgres import fields_pg
 
             rows, text_values = fields_pg.summary_rows(conn, hidden), fields_pg.text_values
         else:
@@ -71,7 +71,7 @@ def _text_values(conn, name: str) -> list[dict]:
 
 def product_count(store: Store) -> int:
     if store.dialect == "postgresql":
-        from mmsearch.fields_pg import UNIT as unit
+        from mmsearch.storage.postgres.fields import UNIT as unit
     else:
         unit = _UNIT
     with store.engine.connect() as conn:

@@ -7,7 +7,7 @@ many lists are probed) and every score is a little off. The float32 vectors are 
 (inner product of L2-normalised vectors, the same score an exact index gives) to keep the best ``k``:
 only the codes stay in RAM (~0.13-0.17x the raw vectors) and only the candidates' vectors are read,
 the way DiskANN-style systems work. The factor is tuned with the index's own search knob
-(:func:`mmsearch.ann.tune`) and stored beside it in the manifest as the ``rerank`` search parameter.
+(:func:`mmsearch.vectors.ann.tune`) and stored beside it in the manifest as the ``rerank`` search parameter.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from mmsearch.index import VectorIndex
+from mmsearch.vectors.index import VectorIndex
 
 # ids -> {id: float32 vector}; ids it does not know are left out (e.g. Store.vectors_for)
 VectorSource = Callable[[Sequence[int]], dict[int, np.ndarray]]

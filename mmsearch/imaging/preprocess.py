@@ -6,7 +6,7 @@ small steps. They compute what torchvision's ``Resize(int, BICUBIC)``, ``CenterC
 and ``Normalize`` compute on PIL images (same output sizes, same rounding, PIL's own antialiased
 resampling; the resize resamples only the cropped region, see ResizeCenterCrop), so embeddings do not
 change: tests/test_early_decode.py compares the tensors with open_clip's pipeline. The step classes
-keep torchvision's names and attributes (``transforms``, ``size``, ``mean``/``std``) because the indexer's fast path splits pipelines by them (indexer.fastpath).
+keep torchvision's names and attributes (``transforms``, ``size``, ``mean``/``std``) because the indexer's fast path splits pipelines by them (mmsearch.imaging.fastpath).
 """
 
 from __future__ import annotations

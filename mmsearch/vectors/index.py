@@ -30,12 +30,12 @@ class VectorIndex:
         # Set when ids were removed from an index type that cannot remove (HNSW): the vectors are
         # still inside, so the index must be rebuilt from the store before anyone searches it.
         self.needs_rebuild = False
-        # A read-only copy on another device (a GPU) that answers unfiltered searches; see mmsearch.faiss_device.
+        # A read-only copy on another device (a GPU) that answers unfiltered searches; see mmsearch.vectors.device.
         self._search_copy: faiss.Index | None = None
 
     @property
     def native(self) -> faiss.Index:
-        """The FAISS index itself, for tuning its search parameters (mmsearch.ann)."""
+        """The FAISS index itself, for tuning its search parameters (mmsearch.vectors.ann)."""
         return self._index
 
     @property

@@ -1,4 +1,4 @@
-"""The field summary of ``mmsearch.fields`` in PostgreSQL's SQL (JSONB): the same rows, in the same
+"""The field summary of ``mmsearch.storage.fields`` in PostgreSQL's SQL (JSONB): the same rows, in the same
 order, with the same Python types (numbers come back as int or float, not Decimal)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from sqlalchemy import text as sql
 
-from mmsearch.filters import product_sql
+from mmsearch.storage.filters import product_sql
 
 UNIT = f"coalesce({product_sql('postgresql')}, 'item:' || items.id)"  # count products, not their items
 _KIND = "CASE jsonb_typeof(j.value) WHEN 'number' THEN 'number' WHEN 'boolean' THEN 'boolean' ELSE 'text' END"

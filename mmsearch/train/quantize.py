@@ -2,7 +2,7 @@
 
 Run it from the repository root after building the data (data/recipes/build.py)::
 
-    python -m mmsearch.encoders.quantize \\
+    python -m mmsearch.train.quantize \\
         --manifest data/build/manifests/train.jsonl --manifest data/build/manifests/train_clipart.jsonl
 
 It writes ``mmsearch-lite.int8.xml/.bin/.json`` beside the shipped weights (see
@@ -65,8 +65,8 @@ def calibration_paths(manifests: Sequence[Path], count: int, seed: int) -> list[
 
 def calibration_batches(paths: Sequence[str], preprocess) -> Iterator[np.ndarray]:
     """NHWC float batches, decoded and preprocessed as indexing does (transparency composited on white,
-    EXIF rotation applied: indexer.loader.open_image), i.e. the graph's first input."""
-    from indexer.loader import open_image
+    EXIF rotation applied: mmsearch.imaging.decode.open_image), i.e. the graph's first input."""
+    from mmsearch.imaging.decode import open_image
 
     for start in range(0, len(paths), CALIBRATION_BATCH):
         batch = [preprocess(open_image(path)) for path in paths[start : start + CALIBRATION_BATCH]]
@@ -155,7 +155,7 @@ def make_int8_graph(manifests: Sequence[Path], *, weights: Path, out_dir: Path, 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mmsearch.encoders.quantize", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mmsearch.train.quantize", description=__doc__.split("\n\n")[0])
     parser.add_argument("--manifest", type=Path, action="append", required=True, help="training manifest (repeatable)")
     parser.add_argument("--weights", type=Path, default=shipped_weights(), help="mmsearch-lite weights (default: the shipped file)")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="folder for the graph (default: beside the shipped weights)")

@@ -1,5 +1,5 @@
 """Metadata filters in PostgreSQL's SQL (JSONB operators): the same semantics as the SQLite JSON1 SQL
-of ``mmsearch.filters``, which documents them. Numbers compare as numbers and only match numbers,
+of ``mmsearch.storage.filters``, which documents them. Numbers compare as numbers and only match numbers,
 texts compare exactly and order bytewise (``COLLATE "C"``, as SQLite does), a list matches when any
 element does, and ``ne``/``nin`` also match items without the field.
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmsearch.filters import COLUMN_FIELDS, Condition, _Params, compared
+from mmsearch.storage.filters import COLUMN_FIELDS, Condition, Params, compared
 
 
-def _json_compare(expr: str, params: _Params):
+def _json_compare(expr: str, params: Params):
     """``compare(value, op)`` for a JSONB value expression."""
 
     def compare(value: Any, op: str) -> str:
@@ -25,11 +25,11 @@ def _json_compare(expr: str, params: _Params):
     return compare
 
 
-def _column_compare(column: str, params: _Params):
+def _column_compare(column: str, params: Params):
     return lambda value, op: f"{column} {op} CAST({params.add(value)} AS text)"
 
 
-def condition_sql(cond: Condition, params: _Params) -> str:
+def condition_sql(cond: Condition, params: Params) -> str:
     if cond.op == "exists":
         if cond.field in COLUMN_FIELDS:
             return "true" if cond.value else "false"

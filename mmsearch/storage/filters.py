@@ -1,7 +1,7 @@
 """Exact metadata filters: equality, membership, numeric and date ranges, presence, on any field.
 
 A filter is a list of conditions that must all hold. It is compiled to SQL over the JSON metadata
-column (SQLite JSON1; PostgreSQL JSONB in ``mmsearch.filters_pg``), so the set of matching item ids is resolved in the database and the vector and
+column (``mmsearch.storage.filter_sql``: SQLite JSON1 there, PostgreSQL JSONB in ``mmsearch.storage.postgres.filters``), so the set of matching item ids is resolved in the database and the vector and
 keyword searches run *inside* that set: a filtered-out item is never returned, and k results come back
 whenever k items match.
 
@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from indexer.catalogue import coerce_scalar
+from mmsearch.scalars import coerce_scalar
 from mmsearch.errors import InvalidQueryError
 
 OPS = ("eq", "ne", "in", "nin", "gt", "gte", "lt", "lte", "exists")
@@ -147,7 +147,7 @@ def parse_wheres(expressions: Iterable[str]) -> list[Condition]:
 
 
 # --- SQL ---
-class _Params:
+class Params:
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
 
@@ -157,14 +157,8 @@ class _Params:
         return f":{name}"
 
 
-def _json_path(field: str) -> str:
+def json_path(field: str) -> str:
     return '$."' + field + '"'
-
-
-def _type_check(value: Any, type_expr: str | None) -> str:
-    if type_expr is None:
-        return ""
-    return f"{type_expr} IN ('integer', 'real') AND " if isinstance(value, (int, float)) else f"{type_expr} = 'text' AND "
 
 
 def compared(cond: Condition, compare: Callable[[Any, str], str]) -> str:
@@ -177,52 +171,6 @@ def compared(cond: Condition, compare: Callable[[Any, str], str]) -> str:
     return compare(cond.value, _RANGE_SQL[cond.op])
 
 
-def _predicate(cond: Condition, params: _Params, column: str, type_expr: str | None) -> str:
-    """``compared`` against one value expression (``type_expr`` is its JSON type, to keep numbers and
-    texts apart; None for plain columns)."""
-    return compared(cond, lambda value, op: f"{_type_check(value, type_expr)}{column} {op} {params.add(value)}")
-
-
-def _condition_sql(cond: Condition, params: _Params) -> str:
-    if cond.op == "exists":
-        if cond.field in COLUMN_FIELDS:
-            return "1" if cond.value else "0"
-        path = params.add(_json_path(cond.field))
-        present = f"coalesce(json_type(items.meta, {path}), 'null') != 'null'"
-        return present if cond.value else f"NOT ({present})"
-    if cond.field in COLUMN_FIELDS:
-        sql = _predicate(cond, params, COLUMN_FIELDS[cond.field], None)
-    else:
-        path = params.add(_json_path(cond.field))
-        json_type, value = f"json_type(items.meta, {path})", f"json_extract(items.meta, {path})"
-        any_element = f"EXISTS (SELECT 1 FROM json_each(items.meta, {path}) WHERE {_predicate(cond, params, 'value', 'type')})"
-        scalar = _predicate(cond, params, value, json_type)
-        # a scalar is tested directly (fast); a list matches when any element does; a missing field never matches
-        sql = f"coalesce(CASE WHEN {json_type} = 'array' THEN {any_element} ELSE ({scalar}) END, 0)"
-    return f"NOT ({sql})" if cond.op in ("ne", "nin") else sql
-
-
-def candidate_sql(conditions: list[Condition], modalities: Iterable[str], dialect: str = "sqlite") -> tuple[str, dict]:
-    """-> (``SELECT id FROM items WHERE ...``, bound parameters): the ids of items of these modalities
-    that satisfy every condition, in the SQL of ``dialect`` (``sqlite`` or ``postgresql``)."""
-    params = _Params()
-    names = ", ".join(params.add(m) for m in modalities)
-    if dialect == "postgresql":
-        from mmsearch.filters_pg import condition_sql
-    else:
-        condition_sql = _condition_sql
-    clauses = [f"items.modality IN ({names})"] + [condition_sql(c, params) for c in conditions]
-    return "SELECT items.id FROM items WHERE " + " AND ".join(clauses), params.values
-
-
-def create_filter_indexes(conn) -> None:
-    """Migration ``003_product_index``: an index on the ``product`` link (SKU), used to find a product's
-    items (its picture for a text hit, grouping) without scanning every row."""
-    from sqlalchemy import text
-
-    conn.execute(text(f"CREATE INDEX IF NOT EXISTS ix_items_product ON items ({product_sql(conn.dialect.name)})"))
-
-
 def product_sql(dialect: str) -> str:
     """An item's product link (SKU) as SQL: the very expression ``ix_items_product`` indexes."""
     return "(meta ->> 'product')" if dialect == "postgresql" else "json_extract(meta, '$.product')"
@@ -232,7 +180,7 @@ def field_sql(dialect: str, name: str) -> tuple[str, str]:
     """-> (SQL of a metadata field's value, with the parameter ``:path``; the value to bind to it)."""
     if dialect == "postgresql":
         return "(meta -> :path)", name
-    return "json_extract(meta, :path)", _json_path(name)
+    return "json_extract(meta, :path)", json_path(name)
 
 
 def describe(conditions: list[Condition]) -> list[dict]:

@@ -13,7 +13,7 @@
   id is left out of both result lists), the way autofaiss does. The chosen value is written into the
   index file itself and recorded, with the recall it reached, in the manifest. Indexes of product codes
   (ivfpq) are searched for ``k * factor`` candidates re-ranked exactly on the stored vectors
-  (:mod:`mmsearch.rerank`); the knob and the factor are tuned together, recall measured after
+  (:mod:`mmsearch.vectors.rerank`); the knob and the factor are tuned together, recall measured after
   re-ranking, and the factor is recorded as the ``rerank`` search parameter.
 """
 
@@ -28,9 +28,9 @@ from typing import Callable, Iterator
 import faiss
 import numpy as np
 
-from mmsearch import rerank
+from mmsearch.vectors import rerank
 from mmsearch.errors import ConfigError
-from mmsearch.index import VectorIndex
+from mmsearch.vectors.index import VectorIndex
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Keyword search on PostgreSQL: the same contract as the SQLite FTS5 table of ``mmsearch.keyword``.
+"""Keyword search on PostgreSQL: the same contract as the SQLite FTS5 table of ``mmsearch.storage.keyword``.
 
 ``items_fts`` holds one ``tsvector`` per item (its text plus its textual metadata values, bookkeeping
 fields left out), GIN-indexed, kept in step with ``items`` by a trigger inside the writer's own

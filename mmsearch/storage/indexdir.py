@@ -10,7 +10,7 @@ manifest rename is the commit point: a reader sees either the old set of files o
 manifest's generation is behind the database (a run was killed before it saved), the vectors are
 rebuilt from the database on open, so a crash can cost time but never consistency.
 
-With a database URL (``MMSEARCH_DATABASE_URL``, see ``mmsearch.database``) there is no items.sqlite:
+With a database URL (``MMSEARCH_DATABASE_URL``, see ``mmsearch.storage.database``) there is no items.sqlite:
 the metadata and the manifest of record live in that database, and the directory holds this machine's
 vector files and a copy of the manifest.
 """
@@ -29,12 +29,12 @@ from typing import Iterator
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import DatabaseError
 
-from mmsearch import database as db
-from mmsearch.checksums import check_file, check_signature, file_signature
+from mmsearch.storage import database as db
+from mmsearch.storage.checksums import check_file, check_signature, file_signature
 from mmsearch.hashing import sha256_file
 from mmsearch.errors import ConfigError, IndexCorruptError, IndexNotFoundError, ModelMismatchError, MmsearchError
-from mmsearch.index import DEFAULT_FACTORY, VectorIndex
-from mmsearch.store import MODALITIES, Store
+from mmsearch.vectors.index import DEFAULT_FACTORY, VectorIndex
+from mmsearch.storage.store import MODALITIES, Store
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,11 @@ class Manifest(BaseModel):
     # sha256 of each vector file, by file name: a damaged or truncated file is refused, naming the file
     checksums: dict[str, str] = Field(default_factory=dict)
     # [size, mtime_ns] of each vector file right after it was written: memory-mapped loads check this
-    # instead of hashing the whole file (see mmsearch.checksums)
+    # instead of hashing the whole file (see mmsearch.storage.checksums)
     file_signatures: dict[str, list[int]] = Field(default_factory=dict)
     index_factory: dict[str, str] = Field(default_factory=lambda: {m: DEFAULT_FACTORY for m in MODALITIES})
     # What the user asked for (auto|flat|hnsw|ivf|ivfpq|sq8|factory string) and the recall it must keep;
-    # ``ann`` holds, per modality, the tuned search setting and the recall it reached (see mmsearch.ann).
+    # ``ann`` holds, per modality, the tuned search setting and the recall it reached (see mmsearch.vectors.ann).
     index_type: str = "auto"
     recall_target: float = 0.95
     ann: dict[str, dict] = Field(default_factory=dict)
@@ -205,7 +205,7 @@ class IndexDir:
         return self.rebuild_vectors(manifest, store), generation
 
     def rebuild_vectors(self, manifest: Manifest, store: Store) -> dict[str, VectorIndex]:
-        from mmsearch import ann
+        from mmsearch.vectors import ann
 
         indexes = {}
         for modality in MODALITIES:
@@ -265,7 +265,7 @@ class IndexDir:
 
 def describe(path: Path, database_url: str | None = None, faiss_device: str = "auto") -> dict:
     """Facts for `mmsearch info`, without loading a model."""
-    from mmsearch import faiss_device as device
+    from mmsearch.vectors import device
 
     idx = IndexDir(path, database_url)
     manifest = idx.read_manifest()

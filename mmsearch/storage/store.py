@@ -36,7 +36,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from mmsearch.database import serialize_write
+from mmsearch.storage.database import serialize_write
 
 IMAGE = "image"
 TEXT = "text"
@@ -125,13 +125,13 @@ def _m001_initial(conn) -> None:
 
 
 def _m002_keyword_fts(conn) -> None:
-    from mmsearch.keyword import create_keyword_index
+    from mmsearch.storage.keyword import create_keyword_index
 
     create_keyword_index(conn)
 
 
 def _m003_product_index(conn) -> None:
-    from mmsearch.filters import create_filter_indexes
+    from mmsearch.storage.filter_sql import create_filter_indexes
 
     create_filter_indexes(conn)
 

@@ -1,0 +1,62 @@
+"""Filters (``mmsearch.storage.filters``) compiled to SQL: the SQLite JSON1 conditions here, the
+PostgreSQL JSONB ones in ``mmsearch.storage.postgres.filters``, and the one entry point that picks
+between them (``candidate_sql``), so neither dialect module imports the other or this one."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from mmsearch.storage.filters import COLUMN_FIELDS, Condition, json_path, Params, compared, product_sql
+from mmsearch.storage.postgres.filters import condition_sql as postgres_condition_sql
+
+
+def _type_check(value: Any, type_expr: str | None) -> str:
+    if type_expr is None:
+        return ""
+    return f"{type_expr} IN ('integer', 'real') AND " if isinstance(value, (int, float)) else f"{type_expr} = 'text' AND "
+
+
+def _predicate(cond: Condition, params: Params, column: str, type_expr: str | None) -> str:
+    """``compared`` against one value expression (``type_expr`` is its JSON type, to keep numbers and
+    texts apart; None for plain columns)."""
+    return compared(cond, lambda value, op: f"{_type_check(value, type_expr)}{column} {op} {params.add(value)}")
+
+
+def _condition_sql(cond: Condition, params: Params) -> str:
+    if cond.op == "exists":
+        if cond.field in COLUMN_FIELDS:
+            return "1" if cond.value else "0"
+        path = params.add(json_path(cond.field))
+        present = f"coalesce(json_type(items.meta, {path}), 'null') != 'null'"
+        return present if cond.value else f"NOT ({present})"
+    if cond.field in COLUMN_FIELDS:
+        sql = _predicate(cond, params, COLUMN_FIELDS[cond.field], None)
+    else:
+        path = params.add(json_path(cond.field))
+        json_type, value = f"json_type(items.meta, {path})", f"json_extract(items.meta, {path})"
+        any_element = f"EXISTS (SELECT 1 FROM json_each(items.meta, {path}) WHERE {_predicate(cond, params, 'value', 'type')})"
+        scalar = _predicate(cond, params, value, json_type)
+        # a scalar is tested directly (fast); a list matches when any element does; a missing field never matches
+        sql = f"coalesce(CASE WHEN {json_type} = 'array' THEN {any_element} ELSE ({scalar}) END, 0)"
+    return f"NOT ({sql})" if cond.op in ("ne", "nin") else sql
+
+
+def candidate_sql(conditions: list[Condition], modalities: Iterable[str], dialect: str = "sqlite") -> tuple[str, dict]:
+    """-> (``SELECT id FROM items WHERE ...``, bound parameters): the ids of items of these modalities
+    that satisfy every condition, in the SQL of ``dialect`` (``sqlite`` or ``postgresql``)."""
+    params = Params()
+    names = ", ".join(params.add(m) for m in modalities)
+    if dialect == "postgresql":
+        condition_sql = postgres_condition_sql
+    else:
+        condition_sql = _condition_sql
+    clauses = [f"items.modality IN ({names})"] + [condition_sql(c, params) for c in conditions]
+    return "SELECT items.id FROM items WHERE " + " AND ".join(clauses), params.values
+
+
+def create_filter_indexes(conn) -> None:
+    """Migration ``003_product_index``: an index on the ``product`` link (SKU), used to find a product's
+    items (its picture for a text hit, grouping) without scanning every row."""
+    from sqlalchemy import text
+
+    conn.execute(text(f"CREATE INDEX IF NOT EXISTS ix_items_product ON items ({product_sql(conn.dialect.name)})"))

@@ -14,7 +14,7 @@ from typing import Iterable
 
 import numpy as np
 
-from indexer.writer import IndexWriter
+from mmsearch.writer import IndexWriter
 from mmsearch.vectors.ann import AnnOptions
 from mmsearch.storage.indexdir import IndexDir
 from mmsearch.storage.store import Embedding, Item

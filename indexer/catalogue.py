@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from indexer.items import SourceItem, sha256_text, stat_and_hash
 from mmsearch.errors import SourceError
 from mmsearch.scalars import coerce_scalar
 
@@ -76,7 +77,6 @@ def product_fields(row: dict, skip: set[str]) -> dict:
 
 def scan_catalogue(path: Path, rows: list[tuple[int, dict]], result, known) -> set[str]:
     """Add the items of every product row to ``result`` (a ScanResult). -> the image paths claimed."""
-    from indexer.sources import SourceItem, _stat_and_hash, sha256_text
 
     columns = list(dict.fromkeys(c for _, row in rows for c in row))
     sku_col = _first_column(columns, SKU_COLUMNS)
@@ -113,7 +113,7 @@ def scan_catalogue(path: Path, rows: list[tuple[int, dict]], result, known) -> s
             item = SourceItem(key=f"{prefix}/image{n}", modality="image", path=image_path, text=title or None,
                               meta=dict(meta, role="image"))
             try:
-                _stat_and_hash(item, known)
+                stat_and_hash(item, known)
             except OSError as exc:
                 result.failures.append((item.key, f"image {ref}: {exc.strerror or exc}"))
                 continue

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from mmsearch.imaging.fastpath import SplitTransform, same_worker_stage, split_transform
 from indexer.loader import DecodedBatch, decode_batches
 from indexer.sources import ScanResult, SourceItem, scan
-from indexer.writer import IndexWriter
+from mmsearch.writer import IndexWriter
 from mmsearch.vectors.ann import DEFAULT_FLAT_THRESHOLD, AnnOptions, choose_factory
 from mmsearch.encoders.base import Encoder, transform_input_size
 from mmsearch.errors import ModelMismatchError

@@ -13,16 +13,13 @@ unchanged folder is scanned without reading its files.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import os
-import stat
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
-from mmsearch.hashing import sha256_file
+from indexer.items import HashCache, ScanResult, SourceItem, sha256_text, stat_and_hash
 from mmsearch.textfile import read_text_file
 
 log = logging.getLogger(__name__)
@@ -34,49 +31,12 @@ IMAGE_COLUMNS = ("image", "image_path", "image_file", "filepath", "file", "path"
 TEXT_COLUMNS = ("text", "caption", "description", "title")
 ID_COLUMNS = ("id", "sku", "key")
 
-# (size, mtime) -> sha256 from the previous run, looked up by item key
-HashCache = Callable[[str, int, float], "str | None"]
-
-
-@dataclass
-class SourceItem:
-    key: str
-    modality: str  # "image" | "text"
-    path: str | None
-    text: str | None
-    meta: dict = field(default_factory=dict)
-    size: int = 0
-    mtime: float = 0.0
-    sha256: str = ""
-
-
-@dataclass
-class ScanResult:
-    items: list[SourceItem] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
-    scope: str = ""  # keys under this prefix belong to the scanned source (for deletions)
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def _valid_utf8_name(path: str) -> bool:
     try:
         path.encode("utf-8")
         return True
     except UnicodeEncodeError:  # undecodable bytes surface as lone surrogates
         return False
-
-
-def _stat_and_hash(item: SourceItem, known: HashCache | None) -> None:
-    st = os.stat(item.path)
-    if not stat.S_ISREG(st.st_mode):
-        # A FIFO or device named like an image would block or stream forever when read.
-        raise OSError("not a regular file")
-    item.size, item.mtime = st.st_size, st.st_mtime
-    cached = known(item.key, item.size, item.mtime) if known else None
-    item.sha256 = cached or sha256_file(item.path)
 
 
 def scan(source: Path, known: HashCache | None = None, skip_dirs: tuple[Path, ...] = (), catalogue: bool = False) -> ScanResult:
@@ -137,7 +97,7 @@ def _case_variants(exts: frozenset[str]) -> set[str]:
 
 def _file_item(modality: str, path: str, known: HashCache | None) -> SourceItem | None:
     item = SourceItem(key=path, modality=modality, path=path, text=None)
-    _stat_and_hash(item, known)
+    stat_and_hash(item, known)
     if modality == "image":
         stem = os.path.splitext(path)[0]
         for ext in (".txt", ".TXT"):
@@ -216,7 +176,7 @@ def _scan_manifest(path: Path, result: ScanResult, known: HashCache | None, cata
             claimed.add(image_path)
             item = SourceItem(key=key, modality="image", path=image_path, text=text, meta=meta)
             try:
-                _stat_and_hash(item, known)
+                stat_and_hash(item, known)
             except OSError as exc:
                 result.failures.append((key, f"image {image_ref}: {exc.strerror or exc}"))
                 continue

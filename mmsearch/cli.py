@@ -251,7 +251,7 @@ def serve(index_dir, host, port, device) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info(index_dir, as_json) -> None:
     """Describe an index: model, counts, last run."""
-    from mmsearch.encoders.openvino_tower import image_backend_summary
+    from mmsearch.encoders.registry import image_backend_summary
     from mmsearch.storage.indexdir import describe
 
     s = _settings(index_dir=index_dir)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -38,14 +39,24 @@ class ThreadPlan:
 
 def _apply(plan: ThreadPlan) -> ThreadPlan:
     import faiss
-    import torch
 
     # torch and FAISS may share one OpenMP runtime, whose thread count is per calling thread: FAISS
     # first, then torch, so torch's own pool ends up with its number on this thread.
     faiss.omp_set_num_threads(plan.faiss_threads)
-    torch.set_num_threads(plan.torch_threads)
+    _set_torch_threads(plan.torch_threads)
     log.debug("threads: %s", plan)
     return plan
+
+
+def _set_torch_threads(count: int) -> None:
+    """torch's intra-op threads, without importing torch for it: a process that has not imported torch
+    yet (a one-shot query runs the compiled model and may never need it; importing it costs ~1.2 s)
+    gets the count through OMP_NUM_THREADS, which torch reads when it starts its pool. A count the user
+    set in OMP_NUM_THREADS is left alone there."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(count)
+    elif "OMP_NUM_THREADS" not in os.environ or os.environ.get("_MMSEARCH_SET_OMP") == os.environ.get("OMP_NUM_THREADS"):
+        os.environ["OMP_NUM_THREADS"] = os.environ["_MMSEARCH_SET_OMP"] = str(count)
 
 
 REQUESTS_PER_CORE = 8

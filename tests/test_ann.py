@@ -9,7 +9,7 @@ import pytest
 
 from bench.synthetic_index import build_synthetic_index
 from bench.vectors import Mixture
-from indexer.writer import IndexWriter
+from mmsearch.writer import IndexWriter
 from mmsearch.vectors import ann
 from mmsearch.vectors.ann import AnnOptions
 from mmsearch.errors import ConfigError

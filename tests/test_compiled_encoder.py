@@ -18,7 +18,8 @@ needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None
 AWKWARD_TEXTS = [
     "a red apple", "", "   ", "Crème brûlée &amp; café", "ÐŸÑ€Ð¸Ð²ÐµÑ‚ mojibake", "東京タワー 🗼 at night", "word " * 200,
     "SKU-0042/XL", "a\tb\nc", "İstanbul ǅ ß", "&lt;b&gt;bold&lt;/b&gt;", "don't stop-believing!!!", "\u200bzero width",
-    "unaffable unaffableness", "ＦＵＬＬＷＩＤＴＨ ｔｅｘｔ",
+    "unaffable unaffableness", "ＦＵＬＬＷＩＤＴＨ ｔｅｘｔ", "\x1b[31mred\x1b[0m shoes", "line\r\nbreak", "a &amp;amp; b",
+    "  plain   ascii, with 'quotes' and (brackets) #42 ~ ok  ",
 ]
 
 
@@ -40,7 +41,7 @@ _LOADS = """
     from PIL import Image
     from bench.photos import make_photo
     from mmsearch.encoders import load_encoder
-    from mmsearch.encoders.openvino_tower import cache_root
+    from mmsearch.encoders.openvino_common import cache_root
 
     images = [Image.open(p).convert("RGB") for p in sorted(Path("data/sample").rglob("*.png"))[:12]]
     images += [make_photo(i, (640, 480)) for i in range(4)]

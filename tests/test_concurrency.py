@@ -113,7 +113,7 @@ def test_load_with_concurrent_index_updates(indexed, tiny_encoder, tmp_path, rec
 def test_queries_keep_working_while_an_update_runs(indexed, tiny_encoder, monkeypatch):
     """In-process: a reader thread queries in a loop while index updates commit and publish. Every
     committed batch waits for the reader to answer a query, so reads really interleave with the update."""
-    from indexer.writer import IndexWriter
+    from mmsearch.writer import IndexWriter
 
     root, _, index_dir, _ = indexed
     answered = threading.Condition()

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, pattern_image
-from indexer.sources import sha256_file
+from mmsearch.hashing import sha256_file
 from mmsearch.storage.indexdir import IndexDir
 from mmsearch.search import Searcher
 from mmsearch.storage.store import MODALITIES

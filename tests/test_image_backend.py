@@ -12,8 +12,9 @@ import pytest
 
 from bench.photos import make_photo
 from mmsearch.encoders import TEST_MODEL, load_encoder
-from mmsearch.encoders import openvino_tower
-from mmsearch.encoders.openvino_tower import resolve_image_backend
+from mmsearch.encoders import openvino_common, openvino_tower
+from mmsearch.encoders.openvino_common import resolve_image_backend
+from mmsearch.encoders.registry import image_backend_summary
 from mmsearch.errors import ConfigError, ImageBackendError
 from openvino_child import in_child
 
@@ -38,7 +39,7 @@ def _top5_overlap(texts_a, images_a, texts_b, images_b) -> float:
 
 
 def test_backend_choice(monkeypatch):
-    monkeypatch.setattr(openvino_tower, "openvino_available", lambda: True)
+    monkeypatch.setattr(openvino_common, "openvino_available", lambda: True)
     assert resolve_image_backend("auto", "mmsearch-lite", "cpu") == "openvino"
     assert resolve_image_backend("auto", "mmsearch-lite:/some/weights.safetensors", "cpu") == "openvino"
     assert resolve_image_backend("auto", "mmsearch-lite", "cuda") == "torch"
@@ -52,7 +53,7 @@ def test_backend_choice(monkeypatch):
 
 
 def test_auto_uses_torch_when_openvino_is_missing(monkeypatch):
-    monkeypatch.setattr(openvino_tower, "openvino_available", lambda: False)
+    monkeypatch.setattr(openvino_common, "openvino_available", lambda: False)
     assert resolve_image_backend("auto", "mmsearch-lite", "cpu") == "torch"
     with pytest.raises(ImageBackendError, match="pip install"):
         resolve_image_backend("openvino", "mmsearch-lite", "cpu")
@@ -67,24 +68,24 @@ def test_info_says_which_backend_would_run(monkeypatch, tmp_path):
     make_corpus(tmp_path / "c", n_images=2)
     args = ["index", str(tmp_path / "c"), "--index-dir", str(tmp_path / "idx"), "--model", TEST_MODEL, "--workers", "0"]
     assert CliRunner().invoke(main, args).exit_code == 0
-    monkeypatch.setattr(openvino_tower, "openvino_available", lambda: False)
+    monkeypatch.setattr(openvino_common, "openvino_available", lambda: False)
     monkeypatch.setenv("MMSEARCH_IMAGE_BACKEND", "auto")
     facts = json.loads(CliRunner().invoke(main, ["info", "--index-dir", str(tmp_path / "idx"), "--json"]).output)
     assert facts["image_backend"].startswith("torch (MMSEARCH_IMAGE_BACKEND=auto")
-    monkeypatch.setattr(openvino_tower, "AUTO_MODELS", (TEST_MODEL,))
-    assert openvino_tower.image_backend_summary(TEST_MODEL, "auto", "cpu").startswith("torch")  # still no package
-    monkeypatch.setattr(openvino_tower, "openvino_available", lambda: True)
-    summary = openvino_tower.image_backend_summary(TEST_MODEL, "auto", "cpu")  # "openvino <precision> (MMSEARCH_...)"
+    monkeypatch.setattr(openvino_common, "AUTO_MODELS", (TEST_MODEL,))
+    assert image_backend_summary(TEST_MODEL, "auto", "cpu").startswith("torch")  # still no package
+    monkeypatch.setattr(openvino_common, "openvino_available", lambda: True)
+    summary = image_backend_summary(TEST_MODEL, "auto", "cpu")  # "openvino <precision> (MMSEARCH_...)"
     assert summary.startswith("openvino ") and "(MMSEARCH_IMAGE_BACKEND=auto" in summary
-    assert openvino_tower.image_backend_summary(TEST_MODEL, "openvino", "cuda").startswith("unavailable")
+    assert image_backend_summary(TEST_MODEL, "openvino", "cuda").startswith("unavailable")
 
 
 def test_auto_falls_back_to_torch_when_compiling_fails(monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise ImageBackendError("cannot compile the image tower with OpenVINO: simulated")
 
-    monkeypatch.setattr(openvino_tower, "openvino_available", lambda: True)
-    monkeypatch.setattr(openvino_tower, "AUTO_MODELS", (TEST_MODEL,))
+    monkeypatch.setattr(openvino_common, "openvino_available", lambda: True)
+    monkeypatch.setattr(openvino_common, "AUTO_MODELS", (TEST_MODEL,))
     monkeypatch.setattr(openvino_tower, "build_openvino_tower", broken)
     encoder = load_encoder(TEST_MODEL, "cpu", batch_size=4, image_backend="auto")
     assert encoder.image_backend == "torch"
@@ -99,7 +100,7 @@ _TINY_PAIR = """
     import numpy as np
     from bench.photos import make_photo
     from mmsearch.encoders import TEST_MODEL, load_encoder
-    from mmsearch.encoders import openvino_tower
+    from mmsearch.encoders import openvino_common, openvino_tower
     from mmsearch.errors import ImageBackendError
 
     def cosines(a, b):
@@ -184,7 +185,7 @@ def test_damaged_cached_graph_is_rebuilt_and_a_disagreeing_graph_is_refused(cach
         error = None
     except ImageBackendError as exc:
         error = str(exc)
-    openvino_tower.AUTO_MODELS = (TEST_MODEL,)
+    openvino_common.AUTO_MODELS = (TEST_MODEL,)
     auto = load_encoder(TEST_MODEL, "cpu", batch_size=4, precision="fp32", image_backend="auto")
     print(json.dumps({"error": error, "auto": auto.image_backend}))
     """, cache_dir)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import make_corpus, pattern_image, run_index
-from indexer.writer import IndexWriter
+from mmsearch.writer import IndexWriter
 from mmsearch.errors import IndexNotFoundError, ModelMismatchError
 from mmsearch.storage.indexdir import IndexDir
 from mmsearch.search import Searcher

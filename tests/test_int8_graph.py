@@ -12,7 +12,7 @@ import pytest
 from mmsearch.config import get_settings
 from mmsearch.encoders.lite import WEIGHTS_DIR, lite_model_id, shipped_weights
 from mmsearch.encoders.openvino_int8 import INT8_MIN_COSINE, Int8GraphError, int8_paths, shipped_meta, wanted
-from mmsearch.encoders.openvino_tower import image_backend_summary
+from mmsearch.encoders.registry import image_backend_summary
 from mmsearch.errors import ConfigError
 from openvino_child import in_child
 

@@ -11,14 +11,28 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
+import numpy as np
+
+if TYPE_CHECKING:  # annotations only: importing torch is what a one-shot query avoids
+    import torch
+
+
+_PLAIN = re.compile(r"[\x20-\x25\x27-\x7e\t\n]*")  # printable ASCII, tab and newline, no '&'
 
 
 def clean_text(text: str) -> str:
-    """Fix mojibake, unescape HTML (twice, as open_clip does), collapse whitespace."""
+    """Fix mojibake, unescape HTML (twice, as open_clip does), collapse whitespace.
+
+    ftfy changes nothing in printable ASCII without '&' (its fixes act on non-ASCII characters, HTML
+    entities, control characters and escapes), so such text skips it: importing ftfy builds its
+    regular expressions, ~0.1-0.2 s of a one-shot query (tests/test_compiled_encoder.py checks that
+    the ids are still open_clip's)."""
+    if _PLAIN.fullmatch(text):
+        return " ".join(text.split())
     import ftfy
 
     return " ".join(html.unescape(html.unescape(ftfy.fix_text(text))).split())
@@ -37,8 +51,15 @@ class MiniLmTokenizer:
         self._tokenizer.enable_truncation(max_length=context_length)
         self._tokenizer.enable_padding(length=context_length, pad_id=self.pad_id, pad_token=pad_token)
 
-    def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:
+    def ids(self, texts: str | Sequence[str]) -> np.ndarray:
+        """texts -> int64 numpy ids [n, context_length], without torch (the compiled text tower takes these)."""
         if isinstance(texts, str):
             texts = [texts]
         encodings = self._tokenizer.encode_batch([clean_text(text) for text in texts])
-        return torch.tensor([encoding.ids for encoding in encodings], dtype=torch.int64).reshape(len(texts), self.context_length)
+        return np.array([encoding.ids for encoding in encodings], dtype=np.int64).reshape(len(texts), self.context_length)
+
+    def __call__(self, texts: str | Sequence[str]) -> "torch.Tensor":
+        """texts -> int64 torch ids [n, context_length], as open_clip's tokenizers return them."""
+        import torch
+
+        return torch.from_numpy(self.ids(texts))

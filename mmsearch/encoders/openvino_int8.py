@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from mmsearch.encoders import openvino_tower as ovt
-from mmsearch.encoders.lite import WEIGHTS_DIR
+from mmsearch.encoders.lite_files import WEIGHTS_DIR
 from mmsearch.encoders.openvino_tower import OpenVinoImageTower
 from mmsearch.errors import ConfigError, ImageBackendError
 
@@ -173,9 +173,9 @@ def graph_precision_summary(spec: str, device: str) -> str:
     """For `mmsearch info`: the precision the OpenVINO image graph of ``spec`` runs at on ``device``
     (resolved), said without loading the model (the load-time probe check can still refuse int8)."""
     from mmsearch.config import get_settings
-    from mmsearch.encoders.lite import LITE_NAME, lite_config, lite_model_id
+    from mmsearch.encoders.lite_files import LITE_NAME, lite_config, lite_model_id
     from mmsearch.encoders.precision import resolve_precision
-    from mmsearch.encoders.registry import lite_weights, split_spec
+    from mmsearch.encoders.specs import lite_weights, split_spec
     from mmsearch.errors import MmsearchError
 
     settings = get_settings()

@@ -21,21 +21,21 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
 
-from mmsearch.encoders.lite import trim_padding
-from mmsearch.encoders.openvino_tower import (
-    IMAGE_BACKENDS, _OV_PRECISION, _cosines, cache_key, cache_root, cached_reference, compile_options, load_or_convert, open_core,
-    openvino_available, resolve_backend,
+from mmsearch.encoders.openvino_common import (
+    BACKENDS, OV_PRECISION, cache_key, cache_root, cached_reference, compile_cached, cosines, openvino_available, resolve_backend,
 )
 from mmsearch.errors import TextBackendError
 
+if TYPE_CHECKING:  # annotations only: importing torch is what a one-shot query avoids
+    import torch
+
 log = logging.getLogger(__name__)
 
-TEXT_BACKENDS = IMAGE_BACKENDS  # the same choice for both towers
+TEXT_BACKENDS = BACKENDS  # the same choice for both towers
 PROBE_MIN_COSINE = 0.99
 PROBE_TEXTS = (
     "a red leather handbag", "dog", "a slice of pizza with extra cheese on a wooden table",
@@ -54,31 +54,48 @@ def resolve_text_backend(requested: str, spec: str, device: str, model: torch.nn
     return backend
 
 
-def _has_text_graph(model: torch.nn.Module) -> bool:
+def _has_text_graph(model) -> bool:
     return hasattr(model, "join_text") and hasattr(getattr(model, "text", None), "config")
 
 
-class _TextGraph(torch.nn.Module):
-    """Trimmed token ids [n, t] -> joint text embedding [n, dim] (not normalised; the caller does that)."""
+def trim_padding(tokens, pad_id: int) -> np.ndarray:
+    """Token ids (a numpy array or a CPU torch tensor) -> int64 numpy ids without the trailing columns in
+    which every row is padding (the torch model trims the same way, ``lite.trim_padding``)."""
+    ids = np.asarray(tokens, dtype=np.int64)
+    if ids.ndim != 2 or ids.shape[1] == 0:
+        return ids
+    used = np.flatnonzero((ids != pad_id).any(axis=0))
+    return ids[:, : int(used.max()) + 1] if len(used) else ids[:, :1]
 
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model.join_text(self.model.text(tokens))
+def _text_graph(model):
+    """``model``'s trimmed token ids [n, t] -> joint text embedding [n, dim] (not normalised; the caller does
+    that), as one traceable module. Built on demand: only converting a graph needs torch."""
+    import torch
+
+    class TextGraph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return self.model.join_text(self.model.text(tokens))
+
+    return TextGraph()
 
 
 def graph_key(model_id: str) -> str:
     return cache_key(["text", GRAPH_FORMAT, model_id])
 
 
-def _convert(model: torch.nn.Module, tokens: torch.Tensor) -> list[tuple[object, bool]]:
+def _convert(model, tokens: np.ndarray) -> list[tuple[object, bool]]:
     import openvino as ov
+    import torch
 
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer chatter, not user news
-        graph = ov.convert_model(_TextGraph(model).eval(), example_input=tokens, input=[ov.PartialShape([-1, -1])])
+        example = torch.from_numpy(np.ascontiguousarray(tokens))
+        graph = ov.convert_model(_text_graph(model).eval(), example_input=example, input=[ov.PartialShape([-1, -1])])
     return [(graph, True)]
 
 
@@ -91,8 +108,8 @@ class OpenVinoTextTower:
         self.pad_id = pad_id
         self.precision, self.threads, self.cache_hit = precision, threads, cache_hit
 
-    def __call__(self, tokens: torch.Tensor) -> np.ndarray:
-        ids = trim_padding(tokens, self.pad_id).to(torch.int64).numpy()
+    def __call__(self, tokens) -> np.ndarray:
+        ids = trim_padding(tokens, self.pad_id)
         with self._lock:
             return np.array(self._request.infer({0: ids})[0], dtype=np.float32)
 
@@ -100,14 +117,24 @@ class OpenVinoTextTower:
         return f"openvino {self.precision}, {self.threads} thread(s), graph {'cached' if self.cache_hit else 'converted'}"
 
 
-def torch_text_reference(model: torch.nn.Module) -> Callable[[torch.Tensor], np.ndarray]:
+def torch_text_reference(model) -> Callable[[np.ndarray], np.ndarray]:
     """probe token ids -> ``model``'s fp32 text embeddings (the reference a compiled graph must match)."""
 
-    def reference(tokens: torch.Tensor) -> np.ndarray:
+    def reference(tokens) -> np.ndarray:
+        import torch
+
+        ids = torch.from_numpy(trim_padding(tokens, model.text.config.pad_token_id))
         with torch.inference_mode():
-            return model.join_text(model.text(trim_padding(tokens, model.text.config.pad_token_id))).float().numpy()
+            return model.join_text(model.text(ids)).float().numpy()
 
     return reference
+
+
+def token_ids(tokenizer, texts) -> np.ndarray:
+    """texts -> int64 numpy token ids, from MiniLM's own tokenizer without torch (``ids``) or from any
+    tokenizer returning a tensor (open_clip's)."""
+    ids = getattr(tokenizer, "ids", None)
+    return ids(list(texts)) if ids is not None else np.asarray(tokenizer(list(texts)), dtype=np.int64)
 
 
 def text_graph_dir(model_id: str) -> Path:
@@ -116,7 +143,7 @@ def text_graph_dir(model_id: str) -> Path:
 
 
 def build_openvino_text_tower(
-    model: torch.nn.Module, tokenizer, *, model_id: str, precision: str, threads: int
+    model, tokenizer, *, model_id: str, precision: str, threads: int
 ) -> OpenVinoTextTower:
     """Compile (or read from the cache) the text graph of ``model`` and check it against torch fp32."""
     pad_id = int(model.text.config.pad_token_id)
@@ -128,25 +155,24 @@ def build_openvino_text_tower(
 
 
 def open_text_tower(
-    key_dir: Path, tokenizer, pad_id: int, *, convert: Callable[[torch.Tensor], list[tuple[object, bool]]],
-    reference: Callable[[torch.Tensor], np.ndarray], precision: str, threads: int,
+    key_dir: Path, tokenizer, pad_id: int, *, convert: Callable[[np.ndarray], list[tuple[object, bool]]],
+    reference: Callable[[np.ndarray], np.ndarray], precision: str, threads: int,
 ) -> OpenVinoTextTower:
     """Compile the text graph cached in ``key_dir`` (made by ``convert(probe tokens)`` when missing) and
     check it against the torch fp32 ``reference`` on the probe texts (cached beside the graph)."""
-    if precision not in _OV_PRECISION:
+    if precision not in OV_PRECISION:
         raise TextBackendError(f"the openvino text backend runs fp32 or bf16, not {precision}")
     started = time.perf_counter()
-    probe = tokenizer(list(PROBE_TEXTS))
+    probe = token_ids(tokenizer, PROBE_TEXTS)
     try:
-        graphs, cache_hit = load_or_convert(key_dir, lambda: convert(probe))
-        compiled = open_core(key_dir).compile_model(graphs[0][0], "CPU", compile_options(threads, _OV_PRECISION[precision]))
+        compiled, cache_hit = compile_cached(key_dir, lambda: convert(probe), threads, OV_PRECISION[precision])
     except TextBackendError:
         raise
     except Exception as exc:  # conversion/compilation failures of any kind: one clear reason
         raise TextBackendError(f"cannot compile the text tower with OpenVINO: {type(exc).__name__}: {exc}") from exc
     tower = OpenVinoTextTower(compiled, pad_id, precision=precision, threads=max(1, threads), cache_hit=cache_hit)
     expected = cached_reference(key_dir, len(PROBE_TEXTS), lambda: reference(probe))
-    worst = float(_cosines(tower(probe), expected).min())
+    worst = float(cosines(tower(probe), expected).min())
     if not worst >= PROBE_MIN_COSINE:
         raise TextBackendError(f"OpenVINO text graph differs from torch fp32 (cosine {worst:.4f} < {PROBE_MIN_COSINE})")
     log.info("text tower: %s in %.1fs (probe cosine to torch fp32 %.4f; %s)", tower.describe(),

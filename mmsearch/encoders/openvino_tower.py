@@ -20,11 +20,7 @@ once per model, later loads read it (~0.3 s).
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import json
 import logging
-import os
 import threading
 import time
 import warnings
@@ -34,66 +30,16 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from mmsearch.errors import ConfigError, ImageBackendError
+from mmsearch.encoders.openvino_common import (
+    OV_PRECISION, cached_reference, compile_options, cosines, image_graph_dir, load_or_convert, open_core,
+)
+from mmsearch.errors import ImageBackendError
 
 log = logging.getLogger(__name__)
 
-IMAGE_BACKENDS = ("auto", "torch", "openvino")
-AUTO_MODELS = ("mmsearch-lite",)  # models whose compiled graph is validated by the tests (auto uses it only for these)
 PROBE_IMAGES = 4
 PROBE_MIN_COSINE = 0.99
 UINT8_MIN_COSINE = 0.9999  # uint8 input normalised in the graph vs the float path: the same arithmetic
-_OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
-GRAPH_FILE = "stages.json"  # names the stage graphs in order, with their precision
-GRAPH_FORMAT = 2  # how graphs are split and stored; part of the cache key
-REFERENCE_FILE = "probe_reference.npy"
-
-
-def openvino_available() -> bool:
-    """True when the optional ``openvino`` package is installed (it is not imported here)."""
-    return importlib.util.find_spec("openvino") is not None
-
-
-def resolve_backend(kind: str, requested: str, spec: str, device: str, available: bool, error: type[ConfigError]) -> str:
-    """What runs one tower (``kind`` image or text): 'auto' -> 'openvino' for the default model on CPU
-    when OpenVINO is ``available``, else 'torch'; an explicit 'openvino' that cannot run is ``error``."""
-    variable = f"MMSEARCH_{kind.upper()}_BACKEND"
-    if requested not in IMAGE_BACKENDS:
-        raise ConfigError(f"unknown {kind} backend {requested!r}: use one of {', '.join(IMAGE_BACKENDS)}")
-    if requested == "torch":
-        return "torch"
-    if requested == "openvino":
-        if device != "cpu":
-            raise ConfigError(f"the openvino {kind} backend runs on CPU; use --device cpu or {variable}=torch")
-        if not available:
-            raise error(f"{variable}=openvino needs the openvino package: pip install 'mmsearch[openvino]'")
-        return "openvino"
-    base = spec.split(":", 1)[0]
-    return "openvino" if device == "cpu" and base in AUTO_MODELS and available else "torch"
-
-
-def resolve_image_backend(requested: str, spec: str, device: str) -> str:
-    """'auto' -> 'openvino' for the default model on CPU when OpenVINO is installed, else 'torch'."""
-    return resolve_backend("image", requested, spec, device, openvino_available(), ImageBackendError)
-
-
-def cache_root() -> Path:
-    from mmsearch.encoders.lite import cache_dir
-
-    return cache_dir() / "openvino"
-
-
-def cache_key(parts: list) -> str:
-    """A graph cache folder name for what a converted graph depends on (``parts``: the weights via the
-    model id, input shape, format) plus the torch and OpenVINO versions that converted it."""
-    import openvino
-
-    return hashlib.sha256(json.dumps([*parts, torch.__version__, openvino.__version__]).encode()).hexdigest()[:24]
-
-
-def graph_key(model_id: str, image_size: int) -> str:
-    """What the converted image graph depends on: the weights (via the model id), input size and converters."""
-    return cache_key([GRAPH_FORMAT, model_id, image_size])
 
 
 class _ImageGraph(torch.nn.Module):
@@ -176,66 +122,6 @@ def _convert(model: torch.nn.Module, image_size: int) -> list[tuple[object, bool
     return graphs
 
 
-def _save(graphs: list[tuple[object, bool]], key_dir: Path) -> None:
-    """Write stage_<i>.xml/.bin and then the index file naming them (written last, atomically: an
-    index is only there once every stage it names is)."""
-    import openvino as ov
-
-    key_dir.mkdir(parents=True, exist_ok=True)
-    names = []
-    for position, (graph, at_requested) in enumerate(graphs):
-        name = f"stage_{position}.xml"
-        tmp = key_dir / f"{os.getpid()}.tmp.xml"
-        ov.save_model(graph, str(tmp), compress_to_fp16=False)
-        tmp.with_suffix(".bin").replace((key_dir / name).with_suffix(".bin"))
-        tmp.replace(key_dir / name)
-        names.append([name, at_requested])
-    tmp = key_dir / f"{os.getpid()}.tmp.json"
-    tmp.write_text(json.dumps(names))
-    tmp.replace(key_dir / GRAPH_FILE)
-
-
-def _read(key_dir: Path) -> list[tuple[object, bool]]:
-    import openvino as ov
-
-    core = ov.Core()
-    names = json.loads((key_dir / GRAPH_FILE).read_text())
-    return [(core.read_model(str(key_dir / name)), bool(at_requested)) for name, at_requested in names]
-
-
-def open_core(key_dir: Path):
-    """An OpenVINO core that keeps its compiled kernels beside the graph (once the graph's folder exists)."""
-    import openvino as ov
-
-    core = ov.Core()
-    if key_dir.is_dir():
-        core.set_property({"CACHE_DIR": str(key_dir / "compiled")})
-    return core
-
-
-def compile_options(threads: int, precision: str) -> dict:
-    """Latency first, ``threads`` inference threads never pinned to a core (the cores are shared with
-    decode workers and request threads), at ``precision`` ("f32" or "bf16")."""
-    return {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": max(1, threads), "ENABLE_CPU_PINNING": False,
-            "INFERENCE_PRECISION_HINT": precision}
-
-
-def load_or_convert(key_dir: Path, convert: Callable[[], list[tuple[object, bool]]]) -> tuple[list[tuple[object, bool]], bool]:
-    """-> (graphs, read from the cache?): the graphs cached in ``key_dir``, or ``convert()``'s, saved
-    there for next time."""
-    if (key_dir / GRAPH_FILE).is_file():
-        try:
-            return _read(key_dir), True
-        except Exception as exc:  # a damaged cache entry is rebuilt, never trusted
-            log.warning("ignoring unreadable OpenVINO graph in %s: %s", key_dir, exc)
-    graphs = convert()
-    try:
-        _save(graphs, key_dir)
-    except OSError as exc:
-        log.info("cannot cache the OpenVINO graph in %s: %s", key_dir, exc)
-    return graphs, False
-
-
 def _uint8_input(graph, mean: list[float], std: list[float]):
     """A copy of the first stage (float NHWC input) that takes uint8 NHWC pixels and normalises them itself."""
     import openvino as ov
@@ -288,7 +174,7 @@ class OpenVinoImageTower:
         as_float = (pixels / 255 - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
         reference = self(as_float)
         self._uint8_request = request
-        worst = float(_cosines(self(pixels.to(torch.uint8)), reference).min())
+        worst = float(cosines(self(pixels.to(torch.uint8)), reference).min())
         if worst < self.uint8_min_cosine:
             self._uint8_request = None
             log.warning("uint8 input to the OpenVINO image graph differs from the float path (cosine %.5f): not used", worst)
@@ -334,32 +220,6 @@ def probe_batch(image_size: int, count: int = PROBE_IMAGES) -> torch.Tensor:
     return (smooth + edges).clamp(-1, 1).contiguous(memory_format=torch.channels_last)
 
 
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-
-
-def cached_reference(key_dir: Path, count: int, compute: Callable[[], np.ndarray]) -> np.ndarray:
-    """The torch fp32 embeddings of a graph's ``count`` probe inputs (``compute()``), kept beside the
-    cached graph (same key, so same weights): a later load checks the compiled graph without running
-    the torch tower at all."""
-    path = key_dir / REFERENCE_FILE
-    if path.is_file():
-        try:
-            reference = np.load(path)
-            if reference.shape[0] == count:
-                return reference
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable probe reference %s: %s", path, exc)
-    reference = compute()
-    try:
-        tmp = key_dir / f"{os.getpid()}.tmp.npy"
-        np.save(tmp, reference)
-        tmp.replace(path)
-    except OSError as exc:
-        log.info("cannot cache the probe reference in %s: %s", key_dir, exc)
-    return reference
-
-
 def check_against_reference(tower: OpenVinoImageTower, reference: Callable[[torch.Tensor], np.ndarray], image_size: int,
                             min_cosine: float | None = None) -> float:
     """-> min cosine between the compiled graph and the torch fp32 embeddings of the probe images
@@ -368,7 +228,7 @@ def check_against_reference(tower: OpenVinoImageTower, reference: Callable[[torc
     min_cosine = PROBE_MIN_COSINE if min_cosine is None else min_cosine
     probe = probe_batch(image_size)
     expected = cached_reference(tower.key_dir, len(probe), lambda: reference(probe))
-    worst = float(_cosines(tower(probe), expected).min())
+    worst = float(cosines(tower(probe), expected).min())
     if not worst >= min_cosine:
         raise ImageBackendError(f"OpenVINO image graph differs from torch fp32 (cosine {worst:.4f} < {min_cosine})")
     return worst
@@ -417,25 +277,20 @@ def build_openvino_tower(
     )
 
 
-def image_graph_dir(model_id: str, image_size: int) -> Path:
-    """Where the converted image graph of a model (and its probe reference) is cached."""
-    return cache_root() / graph_key(model_id, image_size)
-
-
 def open_image_tower(
     key_dir: Path, *, convert: Callable[[], list[tuple[object, bool]]], reference: Callable[[torch.Tensor], np.ndarray],
     image_size: int, precision: str, threads: int,
 ) -> OpenVinoImageTower:
     """Compile the image graph cached in ``key_dir`` (made by ``convert()`` when missing) and check it
     against the torch fp32 ``reference`` on the probe images (cached beside the graph after the first time)."""
-    if precision not in _OV_PRECISION:
+    if precision not in OV_PRECISION:
         raise ImageBackendError(f"the openvino image backend runs fp32 or bf16, not {precision}")
     started = time.perf_counter()
     try:
         graphs, cache_hit = load_or_convert(key_dir, convert)
         core = open_core(key_dir)
         compiled = [
-            core.compile_model(graph, "CPU", compile_options(threads, _OV_PRECISION[precision] if at_requested else "f32"))
+            core.compile_model(graph, "CPU", compile_options(threads, OV_PRECISION[precision] if at_requested else "f32"))
             for graph, at_requested in graphs
         ]
     except ImageBackendError:
@@ -446,7 +301,7 @@ def open_image_tower(
     first_graph, first_at_requested = graphs[0]
 
     def compile_uint8_stage(mean: list[float], std: list[float]):
-        stage_precision = _OV_PRECISION[precision] if first_at_requested else "f32"
+        stage_precision = OV_PRECISION[precision] if first_at_requested else "f32"
         return core.compile_model(_uint8_input(first_graph, mean, std), "CPU", compile_options(threads, stage_precision))
 
     tower = OpenVinoImageTower(compiled, precision=precision, threads=max(1, threads), cache_hit=cache_hit, key_dir=key_dir,
@@ -455,21 +310,3 @@ def open_image_tower(
     log.info("image tower: %s in %.1fs (probe cosine to torch fp32 %.4f; %s)", tower.describe(),
              time.perf_counter() - started, worst, key_dir)
     return tower
-
-
-def image_backend_summary(spec: str, requested: str, device: str) -> str:
-    """What would run a model's image tower here, said without loading it (for `mmsearch info`)."""
-    from mmsearch.encoders.torch_encoder import resolve_device
-    from mmsearch.errors import MmsearchError
-
-    try:
-        backend = resolve_image_backend(requested, spec, resolve_device(device))
-    except MmsearchError as exc:
-        return f"unavailable: {exc}"
-    if backend == "openvino":
-        from mmsearch.encoders.openvino_int8 import graph_precision_summary
-
-        precision = graph_precision_summary(spec, resolve_device(device))
-        return f"openvino {precision} (MMSEARCH_IMAGE_BACKEND={requested}; compiled graphs cached in {cache_root()})"
-    hint = "; pip install 'mmsearch[openvino]' for the faster CPU path" if requested == "auto" and not openvino_available() else ""
-    return f"torch (MMSEARCH_IMAGE_BACKEND={requested}{hint})"

@@ -11,12 +11,10 @@ import contextlib
 import functools
 from pathlib import Path
 
-import torch
-
 from mmsearch.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}  # torch dtype names: torch is imported only to run a model
 
 
 @functools.lru_cache(maxsize=1)
@@ -50,4 +48,6 @@ def autocast(precision: str, device: str) -> contextlib.AbstractContextManager:
     """The autocast context for a resolved precision (a no-op for fp32)."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast("cuda" if device == "cuda" else "cpu", dtype=_DTYPES[precision])
+    import torch
+
+    return torch.autocast("cuda" if device == "cuda" else "cpu", dtype=getattr(torch, _DTYPES[precision]))

@@ -8,6 +8,11 @@ Spec forms:
 * ``ARCH:/path/to/checkpoint.pt`` - an open_clip architecture with a local checkpoint;
 * ``/path/to/config.json:/path/to/checkpoint.pt`` - a custom architecture registered from its JSON config;
 * ``hf-hub:org/repo`` or ``local-dir:/path`` - passed to open_clip as is.
+
+The registry sits on top of independent backends, each importable alone: the torch model
+(``torch_encoder``, ``lite``), the OpenVINO towers (``openvino_tower``, ``openvino_text``, ``openvino_int8``,
+sharing ``openvino_common``) and the load from cached graphs (``compiled``). Importing it imports no
+torch: a one-shot query on the default model's cached graphs never needs it.
 """
 
 from __future__ import annotations
@@ -15,10 +20,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
-
 from mmsearch.encoders.base import Encoder
-from mmsearch.encoders.torch_encoder import TorchDualEncoder, resolve_device
+from mmsearch.encoders.devices import resolve_device
+from mmsearch.encoders.lite_files import BRIDGE_WEIGHTS, LITE_NAME, lite_config, make_preprocess
+from mmsearch.encoders.specs import lite_weights, lite_weights_path, split_spec
 from mmsearch.errors import ModelNotFoundError
 from mmsearch.hashing import sha256_file
 
@@ -48,16 +53,9 @@ def _quiet_transformers() -> None:
         pass
 
 
-def split_spec(spec: str) -> tuple[str, str | None]:
-    """'ARCH:PRETRAINED' -> (ARCH, PRETRAINED); schema specs (hf-hub:, local-dir:) stay whole."""
-    if spec.startswith(("hf-hub:", "local-dir:")):
-        return spec, None
-    arch, sep, pretrained = spec.partition(":")
-    return arch, (pretrained if sep else None)
-
-
 def _build_open_clip(spec: str, arch: str, pretrained: str | None):
     import open_clip
+    import torch
 
     _register_configs()
     if arch.endswith(".json"):
@@ -92,22 +90,12 @@ def _build_open_clip(spec: str, arch: str, pretrained: str | None):
     return model, preprocess, tokenizer, model_id
 
 
-def _lite_weights_path(weights: str | None) -> Path | None:
-    """The weights file a ``mmsearch-lite[:PATH]`` spec names (None: the shipped default)."""
-    if not weights:
-        return None
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise ModelNotFoundError(f"weights file {path} does not exist")
-    return path
-
-
 def _build_lite(weights: str | None):
-    from mmsearch.encoders.lite import BRIDGE_WEIGHTS, load_lite, load_lite_bridge
+    from mmsearch.encoders.lite import load_lite, load_lite_bridge
 
     if weights == BRIDGE_WEIGHTS:  # mmsearch-lite:bridge, the training-free bridge alone (eval's baseline)
         return load_lite_bridge()
-    return load_lite(_lite_weights_path(weights))
+    return load_lite(lite_weights_path(weights))
 
 
 def preprocess_without_model(spec: str):
@@ -116,22 +104,10 @@ def preprocess_without_model(spec: str):
 
     The indexer uses it to start decoding images while the model loads (seconds of imports and weight
     loading), and so that its decode workers are forked from a process that has not loaded OpenVINO."""
-    from mmsearch.encoders.lite import LITE_NAME, lite_config, make_preprocess
-
     arch, weights = split_spec(spec)
     if arch != LITE_NAME:
         return None
     return make_preprocess(lite_config(lite_weights(weights)))
-
-
-def lite_weights(weights: str | None) -> Path | None:
-    """The weights file a ``mmsearch-lite[:WEIGHTS]`` spec stands for: the named file, else the shipped
-    one; None for the bridge alone (``:bridge``, or an install without shipped weights)."""
-    from mmsearch.encoders.lite import BRIDGE_WEIGHTS, shipped_weights
-
-    if weights == BRIDGE_WEIGHTS:
-        return None
-    return _lite_weights_path(weights) or shipped_weights()
 
 
 def load_encoder(
@@ -149,10 +125,6 @@ def load_encoder(
 
     The default model on CPU is read from its cached compiled graphs when they are all there
     (mmsearch.encoders.compiled); otherwise the torch model is built and its towers compiled as set."""
-    from mmsearch.encoders.lite import LITE_NAME
-
-    if threads:
-        torch.set_num_threads(threads)
     device = resolve_device(device)
     arch, pretrained = split_spec(spec)
     if precision is None or image_backend is None or text_backend is None:
@@ -161,10 +133,25 @@ def load_encoder(
         precision = precision or get_settings().precision
         image_backend = image_backend or get_settings().image_backend
         text_backend = text_backend or get_settings().text_backend
+    backends = (image_backend, text_backend)
     if arch == LITE_NAME:
-        compiled = _load_compiled_lite(spec, pretrained, device, batch_size, threads, precision, (image_backend, text_backend))
+        full_load = lambda: _load_full(spec, arch, pretrained, device, batch_size, threads, precision, backends)  # noqa: E731
+        compiled = _load_compiled_lite(spec, pretrained, device, batch_size, threads, precision, backends, full_load)
         if compiled is not None:
             return compiled
+    return _load_full(spec, arch, pretrained, device, batch_size, threads, precision, backends)
+
+
+def _load_full(spec: str, arch: str, pretrained: str | None, device: str, batch_size: int, threads: int, precision: str,
+               backends: tuple[str, str]) -> Encoder:
+    """Build the torch model and compile its towers as ``backends`` (image, text) ask."""
+    import torch
+
+    from mmsearch.encoders.torch_encoder import TorchDualEncoder
+
+    if threads:
+        torch.set_num_threads(threads)
+    image_backend, text_backend = backends
     _quiet_transformers()
     if arch == LITE_NAME:
         model, preprocess, tokenizer, model_id = _build_lite(pretrained)
@@ -180,25 +167,30 @@ def load_encoder(
 
 
 def _load_compiled_lite(spec: str, weights: str | None, device: str, batch_size: int, threads: int, precision: str,
-                        backends: tuple[str, str]) -> Encoder | None:
-    """mmsearch-lite from its cached graphs when both towers would run on OpenVINO anyway, else None."""
+                        backends: tuple[str, str], full_load) -> Encoder | None:
+    """mmsearch-lite from its cached graphs when both towers would run on OpenVINO anyway, else None
+    (``full_load()`` takes over the image side if its graph fails at first use)."""
     from mmsearch.encoders.compiled import load_compiled_lite
+    from mmsearch.encoders.openvino_common import resolve_image_backend
     from mmsearch.encoders.openvino_text import resolve_text_backend
-    from mmsearch.encoders.openvino_tower import resolve_image_backend
     from mmsearch.encoders.precision import resolve_precision
+    from mmsearch.threads import available_cores
 
     resolved = resolve_precision(precision, device)
     if (resolve_image_backend(backends[0], spec, device), resolve_text_backend(backends[1], spec, device)) != ("openvino", "openvino"):
         return None
     if resolved not in ("fp32", "bf16"):
         return None
-    return load_compiled_lite(spec, lite_weights(weights), batch_size=batch_size, threads=threads or torch.get_num_threads(),
-                              precision=resolved)
+    return load_compiled_lite(spec, lite_weights(weights), batch_size=batch_size, threads=threads or available_cores(),
+                              precision=resolved, fallback=full_load)
 
 
-def _attach_image_backend(encoder: TorchDualEncoder, requested: str, threads: int) -> None:
+def _attach_image_backend(encoder, requested: str, threads: int) -> None:
+    import torch
+
+    from mmsearch.encoders.openvino_common import resolve_image_backend
     from mmsearch.encoders.openvino_int8 import choose_image_tower
-    from mmsearch.encoders.openvino_tower import accept_uint8_pixels, build_openvino_tower, resolve_image_backend, torch_image_reference
+    from mmsearch.encoders.openvino_tower import accept_uint8_pixels, build_openvino_tower, torch_image_reference
 
     image_size, threads = encoder.input_size or 224, threads or torch.get_num_threads()
     _attach_compiled_tower(
@@ -213,7 +205,9 @@ def _attach_image_backend(encoder: TorchDualEncoder, requested: str, threads: in
     )
 
 
-def _attach_text_backend(encoder: TorchDualEncoder, requested: str, threads: int) -> None:
+def _attach_text_backend(encoder, requested: str, threads: int) -> None:
+    import torch
+
     from mmsearch.encoders.openvino_text import build_openvino_text_tower, resolve_text_backend
 
     _attach_compiled_tower(
@@ -242,3 +236,21 @@ def _attach_compiled_tower(kind: str, requested: str, resolved: str, build, use,
         log.warning("%s; using torch for %ss", exc, kind)
         return
     use(tower, tower.describe())
+
+
+def image_backend_summary(spec: str, requested: str, device: str) -> str:
+    """What would run a model's image tower here, said without loading it (for `mmsearch info`)."""
+    from mmsearch.encoders.openvino_common import cache_root, openvino_available, resolve_image_backend
+    from mmsearch.errors import MmsearchError
+
+    try:
+        backend = resolve_image_backend(requested, spec, resolve_device(device))
+    except MmsearchError as exc:
+        return f"unavailable: {exc}"
+    if backend == "openvino":
+        from mmsearch.encoders.openvino_int8 import graph_precision_summary
+
+        precision = graph_precision_summary(spec, resolve_device(device))
+        return f"openvino {precision} (MMSEARCH_IMAGE_BACKEND={requested}; compiled graphs cached in {cache_root()})"
+    hint = "; pip install 'mmsearch[openvino]' for the faster CPU path" if requested == "auto" and not openvino_available() else ""
+    return f"torch (MMSEARCH_IMAGE_BACKEND={requested}{hint})"

@@ -21,19 +21,6 @@ from mmsearch.encoders.precision import autocast, resolve_precision
 log = logging.getLogger(__name__)
 
 
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when a GPU is usable, else 'cpu'. Asking for cuda without one is an error."""
-    from mmsearch.errors import ConfigError
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is available (try --device auto)")
-    if device not in ("cpu", "cuda"):
-        raise ConfigError(f"unknown device {device!r}: use auto, cpu or cuda")
-    return device
-
-
 class TorchDualEncoder(PreprocessingEncoder):
     """Wraps a torch model + its preprocess + its tokenizer behind the :class:`Encoder` protocol."""
 

@@ -1,5 +1,8 @@
 """The default model's image preprocessing in PIL + torch alone: shortest side, centre crop, normalise.
 
+Importing this module imports no torch (only running ToTensor/Normalize does): a text-only query builds
+the model's preprocessing without paying for torch.
+
 Why not torchvision's transforms: importing torchvision also imports torchvision.ops and with it
 torch._dynamo, ~1-2 s of every `mmsearch search` and `mmsearch index` on the 2-core machine, for four
 small steps. They compute what torchvision's ``Resize(int, BICUBIC)``, ``CenterCrop``, ``ToTensor``
@@ -12,11 +15,13 @@ keep torchvision's names and attributes (``transforms``, ``size``, ``mean``/``st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:  # annotations only: importing torch is what a one-shot query avoids
+    import torch
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,9 @@ class ToRGB:
 class ToTensor:
     """RGB PIL image -> float32 [3, H, W] in [0, 1]."""
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
+    def __call__(self, image: Image.Image) -> "torch.Tensor":
+        import torch
+
         pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)
         return pixels.to(torch.float32).div_(255.0)
 
@@ -81,7 +88,9 @@ class Normalize:
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
-    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+    def __call__(self, tensor: "torch.Tensor") -> "torch.Tensor":
+        import torch
+
         mean = torch.tensor(self.mean, dtype=tensor.dtype).view(-1, 1, 1)
         std = torch.tensor(self.std, dtype=tensor.dtype).view(-1, 1, 1)
         return (tensor - mean) / std

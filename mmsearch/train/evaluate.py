@@ -178,7 +178,7 @@ def index_folder_name(spec: str) -> str:
     """A stable folder per model: the spec, plus the weights file's digest when it names a file, so a
     retrained file at the same path gets a fresh index instead of a model-mismatch error."""
     from mmsearch.encoders.lite import LITE_NAME, shipped_weights
-    from mmsearch.encoders.registry import split_spec
+    from mmsearch.encoders.specs import split_spec
     from mmsearch.hashing import sha256_file
 
     arch, weights = split_spec(spec)

@@ -9,8 +9,8 @@ from typing import Callable
 
 import torch
 
-from mmsearch.encoders.registry import split_spec
-from mmsearch.encoders.torch_encoder import resolve_device
+from mmsearch.encoders.specs import split_spec
+from mmsearch.encoders.devices import resolve_device
 from mmsearch.errors import ConfigError, ModelNotFoundError
 from mmsearch.train.data import load_examples
 from mmsearch.train.options import TrainOptions

@@ -1,4 +1,6 @@
-"""Apply one run's changes to the store and the vector indexes, and publish them atomically.
+"""Apply a batch of changes to the store and the vector indexes, and publish them atomically: the one writer
+of an index, used by `mmsearch index` (the indexer) and by anything else that writes (below both, so the
+query service never has to import the indexer to write).
 
 Every batch is one database transaction holding items together with their vectors, so a run killed
 at any instant leaves a consistent database; the vector files are published (generation-named files,

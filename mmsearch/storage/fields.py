@@ -22,7 +22,7 @@ def field_summary(store: Store) -> list[dict]:
     hidden = ", ".join(f"'{h}'" for h in HIDDEN)
     with store.engine.connect() as conn:
         if store.dialect == "postgresql":
-            from mmsearch.storage.postgres import fields_pg
+            from mmsearch.storage.postgres import fields as fields_pg
 
             rows, text_values = fields_pg.summary_rows(conn, hidden), fields_pg.text_values
         else:

@@ -29,7 +29,7 @@ def create_keyword_index(conn: Connection) -> None:
     """Migration ``002_keyword_fts``: the FTS5 table, its sync triggers, and a backfill of existing items
     (on PostgreSQL: a tsvector table instead, see ``mmsearch.storage.postgres.keyword``)."""
     if conn.dialect.name == "postgresql":
-        from mmsearch.storage.postgres import keyword_pg
+        from mmsearch.storage.postgres import keyword as keyword_pg
 
         keyword_pg.create_keyword_index(conn)
         return
@@ -73,7 +73,7 @@ def keyword_ranking(conn: Connection, query: str, candidate_sql: str, params: di
     if expression is None or limit <= 0:
         return []
     if conn.dialect.name == "postgresql":
-        from mmsearch.storage.postgres import keyword_pg
+        from mmsearch.storage.postgres import keyword as keyword_pg
 
         return keyword_pg.keyword_ranking(conn, query_words(query), candidate_sql, params, limit)
     rows = conn.execute(
@@ -96,7 +96,7 @@ def keyword_matches(conn: Connection, queries: Sequence[str], candidate_sql: str
         if expression is None:
             continue
         if conn.dialect.name == "postgresql":
-            from mmsearch.storage.postgres import keyword_pg
+            from mmsearch.storage.postgres import keyword as keyword_pg
 
             found.update(keyword_pg.keyword_matches(conn, query_words(query), candidate_sql, params))
             continue

@@ -29,6 +29,7 @@ AUTO_MODELS = ("mmsearch-lite",)  # models whose compiled graph is validated by 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 GRAPH_FILE = "stages.json"  # names the stage graphs in order, with their precision
 REFERENCE_FILE = "probe_reference.npy"
+SIZES_FILE = "sizes.json"  # the byte sizes of the graph files as written, to notice a damaged file without parsing it
 GRAPH_FORMAT = 2  # how image graphs are split and stored; part of their cache key
 
 
@@ -97,9 +98,39 @@ def _save(graphs: list[tuple[object, bool]], key_dir: Path) -> None:
         tmp.with_suffix(".bin").replace((key_dir / name).with_suffix(".bin"))
         tmp.replace(key_dir / name)
         names.append([name, at_requested])
-    tmp = key_dir / f"{os.getpid()}.tmp.json"
-    tmp.write_text(json.dumps(names))
-    tmp.replace(key_dir / GRAPH_FILE)
+    _write_json(key_dir / SIZES_FILE, _file_sizes(key_dir, [name for name, _ in names]))
+    _write_json(key_dir / GRAPH_FILE, names)
+
+
+def _write_json(path: Path, value) -> None:
+    tmp = path.with_name(f"{os.getpid()}.tmp.json")
+    tmp.write_text(json.dumps(value))
+    tmp.replace(path)
+
+
+def _file_sizes(key_dir: Path, names: list[str]) -> dict[str, int]:
+    files = [key_dir / name for name in names] + [(key_dir / name).with_suffix(".bin") for name in names]
+    return {file.name: file.stat().st_size for file in files}
+
+
+def record_sizes(key_dir: Path) -> None:
+    """Note the sizes of a cached graph that has just passed its probe check, if they were not noted when
+    it was written (a cache from an older version), so later loads may compile it straight from its file."""
+    try:
+        if not (key_dir / SIZES_FILE).is_file():
+            names = [name for name, _ in json.loads((key_dir / GRAPH_FILE).read_text())]
+            _write_json(key_dir / SIZES_FILE, _file_sizes(key_dir, names))
+    except (OSError, ValueError) as exc:
+        log.info("cannot note the graph sizes in %s: %s", key_dir, exc)
+
+
+def _intact(key_dir: Path, names: list[str]) -> bool:
+    """True when every graph file has the size it was written with (a cache entry from before sizes were
+    recorded, or a damaged one, is read and parsed instead)."""
+    try:
+        return json.loads((key_dir / SIZES_FILE).read_text()) == _file_sizes(key_dir, names)
+    except (OSError, ValueError):
+        return False
 
 
 def _read(key_dir: Path) -> list[tuple[object, bool]]:
@@ -128,15 +159,18 @@ def compile_options(threads: int, precision: str) -> dict:
 
 
 def compile_cached(key_dir: Path, convert: Callable[[], list[tuple[object, bool]]], threads: int, precision: str):
-    """-> (compiled one-stage graph, read from the cache?). A graph cached in ``key_dir`` is compiled from
-    its file, which lets OpenVINO take the compiled kernels from its cache without reading and parsing
-    the graph first (a one-shot query's load); otherwise ``convert()``'s graph is saved and compiled."""
-    if (key_dir / GRAPH_FILE).is_file():
-        try:
-            (name, _), = json.loads((key_dir / GRAPH_FILE).read_text())
+    """-> (compiled one-stage graph, read from the cache?). An intact graph cached in ``key_dir`` is
+    compiled from its file, which lets OpenVINO take the compiled kernels from its cache without reading
+    and parsing the graph first (a one-shot query's load); otherwise the graph is read (or ``convert()``'s
+    graph saved) and compiled."""
+    try:
+        (name, _), = json.loads((key_dir / GRAPH_FILE).read_text())
+        if _intact(key_dir, [name]):
             return open_core(key_dir).compile_model(str(key_dir / name), "CPU", compile_options(threads, precision)), True
-        except Exception as exc:  # a damaged cache entry is rebuilt, never trusted
-            log.warning("ignoring unreadable OpenVINO graph in %s: %s", key_dir, exc)
+    except (OSError, ValueError):
+        pass  # no cache entry yet, or an unreadable one: read or convert below
+    except Exception as exc:  # OpenVINO refused the file: read or convert below
+        log.warning("ignoring unreadable OpenVINO graph in %s: %s", key_dir, exc)
     graphs, cache_hit = load_or_convert(key_dir, convert)
     return open_core(key_dir).compile_model(graphs[0][0], "CPU", compile_options(threads, precision)), cache_hit
 

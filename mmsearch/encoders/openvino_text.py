@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from mmsearch.encoders.openvino_common import (
-    BACKENDS, OV_PRECISION, cache_key, cache_root, cached_reference, compile_cached, cosines, openvino_available, resolve_backend,
+    BACKENDS, OV_PRECISION, cache_key, cache_root, cached_reference, compile_cached, cosines, openvino_available, record_sizes,
+    resolve_backend,
 )
 from mmsearch.errors import TextBackendError
 
@@ -175,6 +176,7 @@ def open_text_tower(
     worst = float(cosines(tower(probe), expected).min())
     if not worst >= PROBE_MIN_COSINE:
         raise TextBackendError(f"OpenVINO text graph differs from torch fp32 (cosine {worst:.4f} < {PROBE_MIN_COSINE})")
+    record_sizes(key_dir)
     log.info("text tower: %s in %.1fs (probe cosine to torch fp32 %.4f; %s)", tower.describe(),
              time.perf_counter() - started, worst, key_dir)
     return tower

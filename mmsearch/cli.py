@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from mmsearch.cli_keys import keys
 from mmsearch.cli_shop import run_query, shop_search_options, wants_query_engine
 from mmsearch.config import Settings
 from mmsearch.errors import InvalidQueryError, MmsearchError
@@ -88,6 +89,9 @@ def main(verbose: int) -> None:
     """Cross-modal search: index a folder of images and texts, then search it by text or by image."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+main.add_command(keys)
 
 
 @main.command()

@@ -57,8 +57,13 @@ class Settings(BaseSettings):
     reload_interval: float = Field(2.0, ge=0)
     # HTTP guards. A request that has not started answering within this many seconds gets a 503 (0: no budget).
     request_timeout: float = Field(30.0, ge=0)
-    # Require this key in the X-API-Key header on every route but /healthz (unset: no auth).
+    # A global admin key (X-API-Key header or Authorization: Bearer) next to those of `mmsearch keys` (unset: only those;
+    # no key at all: no auth). Health checks (/healthz, /readyz) never need one.
     api_key: str | None = None
+    # Serve /metrics without a key (for a Prometheus scraper on a private network); else it needs a global read key.
+    metrics_public: bool = False
+    # Recent text queries whose embeddings the server keeps (repeated queries skip the model); 0 turns the cache off.
+    query_cache_size: int = Field(4096, ge=0)
     # Comma-separated origins allowed to call the API from a browser (empty: CORS off).
     cors_origins: str = ""
     # Keep the metadata in this database (SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host/db) instead

@@ -55,3 +55,7 @@ class DatabaseUnavailableError(MmsearchError):
 
 class EngineError(MmsearchError):
     """The distributed indexing engine (Ray) cannot be reached or failed while embedding."""
+
+
+class KeyNotFoundError(MmsearchError):
+    """An API key id names no key (``mmsearch keys revoke``)."""

@@ -129,6 +129,11 @@ class Searcher:
                     self._encoder = encoder
         return self._encoder
 
+    @property
+    def model_loaded(self) -> bool:
+        """Whether the model is in memory (readiness: a query will not wait for a load)."""
+        return self._encoder is not None
+
     def wrap_encoder(self, wrap) -> None:
         """Put ``wrap(encoder)`` in front of the model (e.g. the server's micro-batching front),
         loading the model first if needed."""

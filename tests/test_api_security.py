@@ -82,25 +82,27 @@ def _request(client: TestClient, method: str, path: str, **kwargs):
 
 # --- API key ---
 
-def test_api_key_guards_every_route_but_healthz(make_client, monkeypatch):
-    import mmsearch.api.security as security
+def test_api_key_guards_every_route_but_health_checks(make_client, monkeypatch):
+    import mmsearch.apikeys as apikeys
 
     compared = []
-    real = security.hmac.compare_digest
-    monkeypatch.setattr(security.hmac, "compare_digest", lambda a, b: compared.append(1) or real(a, b))
+    real = apikeys.hmac.compare_digest
+    monkeypatch.setattr(apikeys.hmac, "compare_digest", lambda a, b: compared.append(1) or real(a, b))
     c = make_client(api_key=KEY)
-    assert c.get("/healthz").status_code == 200
+    assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
     for method, path in _operations(c):
-        if path == "/healthz":
+        if path in ("/healthz", "/readyz"):
             continue
-        for headers in ({}, {API_KEY_HEADER: "wrong"}, {API_KEY_HEADER: KEY[:-1]}, {API_KEY_HEADER: KEY + "x"}):
+        for headers in ({}, {API_KEY_HEADER: "wrong"}, {API_KEY_HEADER: KEY[:-1]}, {API_KEY_HEADER: KEY + "x"},
+                        {"Authorization": "Bearer wrong"}):
             r = _request(c, method, path, headers=headers)
             assert r.status_code == 401, (method, path, headers, r.status_code)
             assert "API key" in r.json()["error"]
-        r = _request(c, method, path, headers={API_KEY_HEADER: KEY})
-        assert r.status_code != 401, (method, path, r.text[:200])
-        if path.startswith(("/v1/search", "/v1/items", "/v1/info", "/docs", "/openapi")):
-            assert r.status_code < 400, (method, path, r.status_code, r.text[:200])
+        for headers in ({API_KEY_HEADER: KEY}, {"Authorization": f"Bearer {KEY}"}):
+            r = _request(c, method, path, headers=headers)
+            assert r.status_code != 401, (method, path, r.text[:200])
+            if path.startswith(("/v1/search", "/v1/items", "/v1/info", "/docs", "/openapi", "/metrics")):
+                assert r.status_code < 400, (method, path, r.status_code, r.text[:200])
     assert compared, "the key must be compared in constant time (hmac.compare_digest)"
 
 
@@ -115,7 +117,7 @@ def test_api_key_from_environment_and_in_openapi(make_client, monkeypatch):
     c = make_client(api_key=Settings().api_key)
     schema = c.get("/openapi.json", headers={API_KEY_HEADER: KEY}).json()
     assert schema["components"]["securitySchemes"]["APIKeyHeader"] == {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}
-    assert schema["paths"]["/healthz"]["get"]["security"] == []
+    assert schema["paths"]["/healthz"]["get"]["security"] == [] and schema["paths"]["/readyz"]["get"]["security"] == []
 
 
 # --- CORS ---

@@ -10,24 +10,19 @@ from fastapi.responses import Response
 
 from mmsearch.imaging.decode import UPLOAD_FORMATS, DecodeError, open_image
 from mmsearch.api.deps import get_app_settings, get_searcher
-from mmsearch.api.security import check_query_bounds
+from mmsearch.api.security import Scope, check_query_bounds, require
 from mmsearch.api.schemas import ErrorOut, HitOut, InfoOut, ItemOut, SearchRequest, SearchResponse
 from mmsearch.config import Settings
 from mmsearch.errors import InvalidQueryError, ItemNotFoundError, PayloadTooLargeError
 from mmsearch.search import Hit, Searcher
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(require(Scope.READ))])  # every route here reads the default collection
 ERRORS = {404: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}}
 ItemId = PathParam(..., ge=0, le=2**63 - 1, description="Item id")
 
 
 def _hits(hits: list[Hit]) -> list[HitOut]:
     return [HitOut(**h.to_dict()) for h in hits]
-
-
-@router.get("/healthz")
-def healthz() -> dict:
-    return {"status": "ok"}
 
 
 @router.get("/v1/info", response_model=InfoOut)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from mmsearch.imaging.decode import DecodeError, open_image
 from mmsearch.api.deps import get_app_settings, get_searcher
 from mmsearch.api.schemas import ErrorOut
+from mmsearch.api.security import Scope, require
 from mmsearch.config import Settings
 from mmsearch.errors import InvalidQueryError
 from mmsearch.storage.fields import cached_field_summary, product_count
@@ -26,7 +27,7 @@ from mmsearch.query import Query, QueryEngine, Term
 from mmsearch.search import Searcher
 from mmsearch.storage.store import MODALITIES
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(require(Scope.READ))])  # product search reads the default collection
 ERRORS = {404: {"model": ErrorOut}, 422: {"model": ErrorOut}}
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 

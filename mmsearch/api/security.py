@@ -1,31 +1,30 @@
-"""HTTP hardening: API-key auth, CORS, request body and time budgets, and path-free error text.
+"""HTTP hardening: API keys with scopes, CORS, request body and time budgets, and path-free error text.
 
 Each guard is a small pure-ASGI middleware so it also covers routes FastAPI does not own (404s, the
 docs) and answers before any request body is parsed. ``install_security`` wires them in the order
 that makes sense from the outside in: CORS (so browsers get their preflight answered and see CORS
-headers on 401s), API key, body size, time budget.
+headers on 401s), API key, body size, time budget. Routes declare the scope they need with
+``Depends(require(Scope.READ))`` (mmsearch.api.auth, re-exported here).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import logging
 import re
-from typing import Callable
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Send
+from starlette.types import Scope as AsgiScope
 
+from mmsearch.api.auth import API_KEY_HEADER, AuthMiddleware, authorize, declare_api_key, require, send_json
+from mmsearch.apikeys import KeyRing, Scope
 from mmsearch.config import Settings
 from mmsearch.errors import InvalidQueryError
 
 log = logging.getLogger(__name__)
 
-API_KEY_HEADER = "X-API-Key"
-OPEN_PATHS = frozenset({"/healthz"})
 # Room for multipart boundaries and the small form fields next to an uploaded file.
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -36,33 +35,6 @@ _PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:\\|/)(?:[^\s'\"<>:;,()]+)")
 def redact_paths(text: str) -> str:
     """Replace filesystem paths in a message meant for a client: they tell an attacker the layout."""
     return _PATH.sub("<path>", text)
-
-
-async def _send_json(send: Send, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
-    payload = json.dumps(body).encode("utf-8")
-    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": payload})
-
-
-class ApiKeyMiddleware:
-    """Every request but the health check must carry the key in ``X-API-Key`` (constant-time compare)."""
-
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
-        self.app = app
-        self._key = api_key.encode("utf-8")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in OPEN_PATHS:
-            await self.app(scope, receive, send)
-            return
-        given = next((v for k, v in scope.get("headers", []) if k == API_KEY_HEADER.lower().encode()), b"")
-        if not hmac.compare_digest(given, self._key):
-            await _send_json(send, 401, {"error": f"missing or wrong API key (send it in the {API_KEY_HEADER} header)"},
-                             {"WWW-Authenticate": API_KEY_HEADER})
-            return
-        await self.app(scope, receive, send)
 
 
 class _BodyTooLarge(Exception):
@@ -76,7 +48,7 @@ class BodySizeLimitMiddleware:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -111,7 +83,7 @@ class BodySizeLimitMiddleware:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        await _send_json(send, 413, {"error": f"request body is larger than {self.max_bytes} bytes"})
+        await send_json(send, 413, {"error": f"request body is larger than {self.max_bytes} bytes"})
 
 
 class TimeoutMiddleware:
@@ -121,12 +93,13 @@ class TimeoutMiddleware:
     background and its late response is discarded, so the client is never kept waiting past the budget.
     """
 
-    def __init__(self, app: ASGIApp, seconds: float) -> None:
+    def __init__(self, app: ASGIApp, seconds: float, open_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.seconds = seconds
+        self.open_paths = open_paths
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in OPEN_PATHS:
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in self.open_paths:
             await self.app(scope, receive, send)
             return
         started, abandoned = False, False
@@ -146,7 +119,7 @@ class TimeoutMiddleware:
         abandoned = True
         task.add_done_callback(_log_late_failure)
         log.warning("%s %s exceeded the %.1fs request budget", scope.get("method"), scope.get("path"), self.seconds)
-        await _send_json(send, 503, {"error": f"the request took longer than {self.seconds:g}s; try again or ask for less"},
+        await send_json(send, 503, {"error": f"the request took longer than {self.seconds:g}s; try again or ask for less"},
                          {"Retry-After": "1"})
 
 
@@ -168,44 +141,24 @@ def check_query_bounds(settings: Settings, k: int, text: str | None = None) -> N
         raise InvalidQueryError(f"query text must be at most {settings.max_query_chars} characters")
 
 
-def install_security(app: FastAPI, settings: Settings) -> None:
-    """Add the guards; the last added runs first."""
+def install_security(app: FastAPI, settings: Settings, keyring: KeyRing, open_paths: frozenset[str]) -> None:
+    """Add the guards; the last added runs first. Auth is always installed: it lets everything through
+    while no key exists, and starts checking as soon as one is created (see mmsearch.api.auth)."""
     if settings.request_timeout > 0:
-        app.add_middleware(TimeoutMiddleware, seconds=settings.request_timeout)
+        app.add_middleware(TimeoutMiddleware, seconds=settings.request_timeout, open_paths=open_paths)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
-    if settings.api_key:
-        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
-        _declare_api_key(app)
+    app.add_middleware(AuthMiddleware, keyring=keyring, open_paths=open_paths)
+    if keyring.enabled:
+        declare_api_key(app, open_paths)
     origins = cors_origins(settings)
     if origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
-            allow_headers=[API_KEY_HEADER, "Content-Type"], max_age=600,
+            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=[API_KEY_HEADER, "Authorization", "Content-Type"], max_age=600,
         )
 
 
-def _declare_api_key(app: FastAPI) -> None:
-    """Tell the OpenAPI schema (and so /docs) that the key header is required everywhere but /healthz."""
-    build: Callable[[], dict] = app.openapi
-
-    def openapi() -> dict:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = build()
-        schema.setdefault("components", {}).setdefault("securitySchemes", {})["APIKeyHeader"] = {
-            "type": "apiKey", "in": "header", "name": API_KEY_HEADER,
-        }
-        schema["security"] = [{"APIKeyHeader": []}]
-        for path in OPEN_PATHS:
-            for operation in schema.get("paths", {}).get(path, {}).values():
-                operation["security"] = []
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
 __all__ = [
-    "API_KEY_HEADER", "ApiKeyMiddleware", "BodySizeLimitMiddleware", "TimeoutMiddleware",
-    "check_query_bounds", "cors_origins", "install_security", "redact_paths",
+    "API_KEY_HEADER", "AuthMiddleware", "BodySizeLimitMiddleware", "Scope", "TimeoutMiddleware", "authorize",
+    "check_query_bounds", "cors_origins", "install_security", "redact_paths", "require",
 ]

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from mmsearch.encoders.base import Encoder
+from mmsearch.metrics import timed_embedding
 
 log = logging.getLogger(__name__)
 
@@ -116,4 +117,5 @@ class BatchingEncoder:
         return self._batcher.submit(kind, items)
 
     def _encode(self, kind: str, items: list) -> np.ndarray:
-        return self.inner.encode_texts(items) if kind == "text" else self.inner.encode_images(items)
+        with timed_embedding(kind, len(items)):
+            return self.inner.encode_texts(items) if kind == "text" else self.inner.encode_images(items)

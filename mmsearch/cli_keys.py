@@ -1,4 +1,4 @@
-"""`mmsearch keys create/list/revoke`: the API keys a server checks (mmsearch.apikeys)."""
+"""`mmsearch keys create/list/revoke`: the API keys a server checks (mmsearch.storage.apikeys)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from mmsearch.apikeys import KeyStore, Scope
 from mmsearch.config import Settings
+from mmsearch.storage.apikeys import KeyStore, Scope
 
 _index_dir = click.option("--index-dir", type=click.Path(path_type=Path), default=None,
                           help="The server's index directory; keys live in its keys.sqlite, or in $MMSEARCH_DATABASE_URL when set.")

@@ -7,9 +7,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from mmsearch.apikeys import ENV_KEY_ID, KEYS_FILE, KeyRing, KeyStore, Scope, key_id_of
 from mmsearch.cli import main
 from mmsearch.errors import ConfigError, KeyNotFoundError
+from mmsearch.storage.apikeys import ENV_KEY_ID, KEYS_FILE, KeyRing, KeyStore, Scope, key_id_of
 
 
 def test_scopes_are_ordered():
@@ -53,7 +53,7 @@ def test_keyring_authenticates_only_the_exact_active_key(tmp_path):
 
 
 def test_compare_is_constant_time(tmp_path, monkeypatch):
-    import mmsearch.apikeys as apikeys
+    import mmsearch.storage.apikeys as apikeys
 
     calls = []
     real = apikeys.hmac.compare_digest

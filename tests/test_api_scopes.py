@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 
 from mmsearch.api import create_app
 from mmsearch.api.auth import API_KEY_HEADER, UNAUTHORIZED, require, unguarded_routes
-from mmsearch.apikeys import KeyStore, Scope
 from mmsearch.config import Settings
 from mmsearch.metrics import set_write_queue_depth
 from mmsearch.search import Searcher
+from mmsearch.storage.apikeys import KeyStore, Scope
 
 
 @pytest.fixture()
@@ -86,6 +86,34 @@ def _wait_for(condition, seconds: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the server did not pick up the key change"
         time.sleep(0.1)
+
+
+def _operations(c: TestClient) -> list[tuple[str, str]]:
+    """Every (method, concrete path) in the OpenAPI schema, path parameters filled (collection: default)."""
+    image_id = next(r.id for r in c.app.state.searcher.store.all_items() if r.modality == "image")
+    fill = {"collection": "default"}
+    return [(method, re.sub(r"\{([^}]+)\}", lambda m: fill.get(m.group(1), str(image_id)), path))
+            for path, methods in c.app.openapi()["paths"].items() for method in methods]
+
+
+def test_every_route_refuses_a_key_of_another_collection(served):
+    """Enforced on every route the app serves (the write API's and collections' routes too, once there)."""
+    index_dir, make = served
+    _, elsewhere = KeyStore.beside(index_dir).create(Scope.ADMIN, "elsewhere")
+    c = make()
+    checked = 0
+    for method, path in _operations(c):
+        r = c.request(method.upper(), path, headers={API_KEY_HEADER: elsewhere})
+        if path in ("/healthz", "/readyz"):
+            assert r.status_code == 200
+            continue
+        assert r.status_code == 403, (method, path, r.status_code, r.text[:200])
+        assert "may not" in r.json()["error"] and "Traceback" not in r.text
+        checked += 1
+    assert checked >= 7
+    for path in ("/", "/docs", "/openapi.json"):  # pages outside the API schema need a valid key, any collection's
+        assert c.get(path).status_code == 401
+        assert c.get(path, headers={API_KEY_HEADER: elsewhere}).status_code in (200, 403)
 
 
 def test_scopes_are_ordered_on_routes(served):

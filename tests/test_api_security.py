@@ -83,7 +83,7 @@ def _request(client: TestClient, method: str, path: str, **kwargs):
 # --- API key ---
 
 def test_api_key_guards_every_route_but_health_checks(make_client, monkeypatch):
-    import mmsearch.apikeys as apikeys
+    import mmsearch.storage.apikeys as apikeys
 
     compared = []
     real = apikeys.hmac.compare_digest

@@ -17,10 +17,11 @@ from mmsearch.api import create_app
 from mmsearch.api.security import API_KEY_HEADER
 from mmsearch.config import Settings
 from mmsearch.search import Searcher
+from mmsearch.storage.apikeys import KeyStore, Scope
 
 EXAMPLES_PER_OPERATION = 100
-KEY = "fuzz-key"
 FUZZ_STATS = {"cases": 0, "5xx": 0}
+KEYS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +31,11 @@ def fuzz_app(tmp_path_factory, tiny_encoder):
     index_dir = tmp_path_factory.mktemp("fuzz_index")
     run_index(root, index_dir, tiny_encoder)
     searcher = Searcher(index_dir, tiny_encoder)
-    # Small budgets, so the fuzzer also reaches the size and bound checks; the key guards the routes.
-    app = create_app(Settings(index_dir=index_dir, max_upload_bytes=200_000, max_k=200, request_timeout=20, api_key=KEY),
+    # Keys guard the routes: the fuzzer calls them with a global admin key made by `mmsearch keys`
+    # (so every route is reached), next to a key of the single-key setting. Small budgets, so it
+    # also reaches the size and bound checks.
+    KEYS["admin"] = KeyStore.beside(index_dir).create(Scope.ADMIN, name="fuzz")[1]
+    app = create_app(Settings(index_dir=index_dir, max_upload_bytes=200_000, max_k=200, request_timeout=20, api_key="legacy-key"),
                      searcher=searcher)
     yield app
     searcher.close()
@@ -39,12 +43,12 @@ def fuzz_app(tmp_path_factory, tiny_encoder):
 
 
 def _operations(app):
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app, headers={API_KEY_HEADER: KEY})
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app, headers={API_KEY_HEADER: KEYS["admin"]})
     return [result.ok() for result in schema.get_all_operations()]
 
 
 def _check(case) -> None:
-    response = case.call(headers={API_KEY_HEADER: KEY})
+    response = case.call(headers={API_KEY_HEADER: KEYS["admin"]})
     FUZZ_STATS["cases"] += 1
     FUZZ_STATS["5xx"] += response.status_code >= 500
     assert response.status_code < 500, f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:300]}"

@@ -22,11 +22,11 @@ from mmsearch.api.observe import MetricsMiddleware, app_registry
 from mmsearch.api.routes import router
 from mmsearch.api.routes_shop import install_shop
 from mmsearch.api.security import install_security, redact_paths
-from mmsearch.apikeys import KeyRing, KeyStore
 from mmsearch.batching import BatchingEncoder
 from mmsearch.config import Settings, get_settings
 from mmsearch.querycache import CachedTextEncoder
 from mmsearch.search import Searcher
+from mmsearch.storage.apikeys import KeyRing, KeyStore
 from mmsearch.threads import configure_serving
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Who may call what: API keys (mmsearch.apikeys) checked on every request, scopes per route.
+"""Who may call what: API keys (mmsearch.storage.apikeys) checked on every request, scopes per route.
 
 Two steps, so that no route can be forgotten:
 
@@ -24,7 +24,7 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
 
-from mmsearch.apikeys import ApiKey, KeyRing, Scope
+from mmsearch.storage.apikeys import ApiKey, KeyRing, Scope
 
 API_KEY_HEADER = "X-API-Key"
 DEFAULT_COLLECTION = "default"  # what the routes without a collection in their path serve

@@ -17,8 +17,8 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from mmsearch.api.auth import require
-from mmsearch.apikeys import Scope
 from mmsearch.metrics import CONTENT_TYPE, exposition
+from mmsearch.storage.apikeys import Scope
 
 HEALTHZ, READYZ, METRICS = "/healthz", "/readyz", "/metrics"
 

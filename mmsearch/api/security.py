@@ -19,9 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from mmsearch.api.auth import API_KEY_HEADER, AuthMiddleware, authorize, declare_api_key, require, send_json
-from mmsearch.apikeys import KeyRing, Scope
 from mmsearch.config import Settings
 from mmsearch.errors import InvalidQueryError
+from mmsearch.storage.apikeys import KeyRing, Scope
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from sqlalchemy import Column, Float, LargeBinary, MetaData, String, Table, crea
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
-from mmsearch.database import reaching
+from mmsearch.storage.database import reaching
 from mmsearch.errors import ConfigError, KeyNotFoundError
 
 log = logging.getLogger(__name__)

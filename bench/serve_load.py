@@ -68,13 +68,18 @@ def start_server(index_dir: Path, port: int, env: dict) -> subprocess.Popen:
 
 
 def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 600) -> None:
+    """Until ``/readyz`` says the model is loaded (a server from before readiness existed: ``/healthz``)."""
     deadline = time.monotonic() + timeout
+    probe = "/readyz"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{proc.stderr.read()[-3000:]}")
         try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+            status = httpx.get(f"{base}{probe}", timeout=2).status_code
+            if status == 200:
                 return
+            if status == 404:
+                probe = "/healthz"
         except httpx.HTTPError:
             pass
         time.sleep(0.5)

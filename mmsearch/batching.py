@@ -43,11 +43,15 @@ class MicroBatcher:
         self._worker.start()
 
     def submit(self, group: Hashable, items: list):
+        return self.submit_nowait(group, items).result()
+
+    def submit_nowait(self, group: Hashable, items: list) -> Future:
+        """Queue the items and return at once: an async caller awaits the future without holding a thread."""
         if not self._worker.is_alive():
             raise RuntimeError("the batching worker has stopped")
         future: Future = Future()
         self._queue.put((group, items, future))
-        return future.result()
+        return future
 
     def close(self) -> None:
         self._queue.put(_STOP)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Sequence
@@ -172,11 +173,18 @@ class Searcher:
 
     # --- queries ---
     def search_text(self, text: str, target: Target = "image", k: int = 10) -> list[Hit]:
+        future = self.text_search_future(text, target, k)  # a bad query fails its own caller, never a batch
+        return self.search_texts([text], target, k)[0] if future is None else future.result()[0]
+
+    def text_search_future(self, text: str, target: Target = "image", k: int = 10) -> Future | None:
+        """``search_text`` handed to the batching worker without waiting: -> its future (hits), or None
+        when text queries are not batched (then call ``search_text``). For an async server, which can then
+        await the answer on its event loop instead of parking a request thread on it."""
         if self._text_batcher is None:
-            return self.search_texts([text], target, k)[0]
+            return None
         _check_text(text)
-        _check_target_and_k(target, k)  # a bad query fails its own caller, never the batch it would join
-        return self._text_batcher.submit(target, [(text, k)])[0]
+        _check_target_and_k(target, k)
+        return self._text_batcher.submit_nowait(target, [(text, k)])
 
     def batch_text_queries(self, max_batch: int = 64) -> None:
         """Merge concurrent ``search_text`` calls (a server's request threads) into one ``search_texts``

@@ -8,9 +8,10 @@ from mmsearch.config import Settings
 from mmsearch.search import Searcher
 
 
-def get_searcher(request: Request) -> Searcher:
+# async: FastAPI runs a plain-def dependency in its threadpool, a thread hop per request for a lookup.
+async def get_searcher(request: Request) -> Searcher:
     return request.app.state.searcher
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings

@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from typing import Literal
 
 from fastapi import APIRouter, Depends, File, Form, Path as PathParam, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from mmsearch.imaging.decode import UPLOAD_FORMATS, DecodeError, open_image
 from mmsearch.api.deps import get_app_settings, get_searcher
 from mmsearch.api.security import Scope, check_query_bounds, require
-from mmsearch.api.schemas import ErrorOut, HitOut, InfoOut, ItemOut, SearchRequest, SearchResponse
+from mmsearch.api.schemas import ErrorOut, InfoOut, ItemOut, SearchRequest, SearchResponse, json_response
 from mmsearch.config import Settings
 from mmsearch.errors import InvalidQueryError, ItemNotFoundError, PayloadTooLargeError
-from mmsearch.search import Hit, Searcher
+from mmsearch.search import Searcher
 
 router = APIRouter(dependencies=[Depends(require(Scope.READ))])  # every route here reads the default collection
 ERRORS = {404: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}}
 ItemId = PathParam(..., ge=0, le=2**63 - 1, description="Item id")
-
-
-def _hits(hits: list[Hit]) -> list[HitOut]:
-    return [HitOut(**h.to_dict()) for h in hits]
 
 
 @router.get("/v1/info", response_model=InfoOut)
@@ -31,13 +29,20 @@ def info(searcher: Searcher = Depends(get_searcher)) -> InfoOut:
 
 
 @router.post("/v1/search", response_model=SearchResponse, responses=ERRORS)
-def search_text(
+async def search_text(
     body: SearchRequest, searcher: Searcher = Depends(get_searcher), settings: Settings = Depends(get_app_settings)
-) -> SearchResponse:
+) -> Response:
+    """Async, without blocking: the query joins the searcher's batching worker and the event loop awaits
+    its answer (no request thread is parked on it); a searcher that does not batch runs in the threadpool."""
     if not body.text.strip():
         raise InvalidQueryError("text query is empty")
     check_query_bounds(settings, body.k, body.text)
-    return SearchResponse(query=body.text, target=body.target, hits=_hits(searcher.search_text(body.text, body.target, body.k)))
+    future = searcher.text_search_future(body.text, body.target, body.k)
+    if future is not None:
+        hits = (await asyncio.wrap_future(future))[0]
+    else:
+        hits = await run_in_threadpool(searcher.search_text, body.text, body.target, body.k)
+    return json_response({"query": body.text, "target": body.target, "hits": hits})
 
 
 @router.post("/v1/search/image", response_model=SearchResponse, responses=ERRORS)
@@ -47,7 +52,7 @@ def search_image(
     k: int = Form(10, ge=1, le=1000),
     searcher: Searcher = Depends(get_searcher),
     settings: Settings = Depends(get_app_settings),
-) -> SearchResponse:
+) -> Response:
     check_query_bounds(settings, k)
     data = file.file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
@@ -59,7 +64,7 @@ def search_image(
         image = open_image(io.BytesIO(data), settings.max_image_pixels, formats=UPLOAD_FORMATS)
     except DecodeError as exc:
         raise InvalidQueryError(f"uploaded file is not a readable image: {exc}") from exc
-    return SearchResponse(query=file.filename or "image", target=target, hits=_hits(searcher.search_image(image, target, k)))
+    return json_response({"query": file.filename or "image", "target": target, "hits": searcher.search_image(image, target, k)})
 
 
 @router.get("/v1/items/{item_id}", response_model=ItemOut, responses=ERRORS)

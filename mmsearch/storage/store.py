@@ -37,6 +37,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from mmsearch.storage.database import serialize_write
+from mmsearch.storage.hotreads import sqlite_reader
 
 IMAGE = "image"
 TEXT = "text"
@@ -175,6 +176,10 @@ class NewItem:
     id: int | None = None
 
 
+_RECORDS_SQL = "SELECT id, key, modality, path, sha256, size, mtime, text, meta FROM items WHERE id IN ({})"
+_VECTORS_SQL = "SELECT item_id, vector FROM embeddings WHERE item_id IN ({})"
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, nor the writer readers
@@ -199,12 +204,16 @@ class Store:
         self.engine = make_engine(url)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self.migrate()
+        # the hot reads of every search, through the driver (see mmsearch.storage.hotreads)
+        self._reader = sqlite_reader(self.engine.url.database, PARAMETER_CHUNK) if self.dialect == "sqlite" else None
 
     @classmethod
     def at(cls, db_path: Path) -> "Store":
         return cls(f"sqlite:///{Path(db_path).resolve()}")
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
         self.engine.dispose()
 
     @property
@@ -243,6 +252,8 @@ class Store:
 
     def get_many(self, ids: Iterable[int]) -> dict[int, ItemRecord]:
         ids = [int(i) for i in ids]
+        if self._reader is not None:
+            return {r[0]: ItemRecord(*r[:8], (json.loads(r[8]) if r[8] else None) or {}) for r in self._reader.rows(_RECORDS_SQL, ids)}
         out: dict[int, ItemRecord] = {}
         with self._session() as s:
             for chunk in id_chunks(ids):
@@ -274,6 +285,8 @@ class Store:
             last = int(ids[-1])
 
     def vectors_for(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        if self._reader is not None:
+            return {i: np.frombuffer(v, dtype=np.float32) for i, v in self._reader.rows(_VECTORS_SQL, ids)}
         out: dict[int, np.ndarray] = {}
         with self._session() as s:
             for chunk in id_chunks(int(i) for i in ids):

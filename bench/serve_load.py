@@ -1,12 +1,19 @@
 """`mmsearch serve` under concurrent load: text-query latency and throughput over a large index.
 
-    python -m bench.serve_load --size smoke|full [--clients 16] [--json out.json]
+    python -m bench.serve_load --size smoke|full [--clients 16] [--previous-release REF|none] [--json out.json]
 
 Builds an index of synthetic items (bench/synthetic_index.py: written through the store and the
 writer, vectors from the embedding-like mixture at the default model's width; 1M items full, 10k
 smoke), starts `python -m mmsearch serve` on 127.0.0.1 at a free port, then sends text queries from
 N concurrent clients on loopback only, bounded in count and time. The baseline from the same run is
 one client sending the same queries one after another. The server is stopped by this script.
+
+Against the previous release's request path, in the same run: the same index is then served by the
+code of ``--previous-release`` (a git commit of this repository, exported with ``git archive`` into the
+work dir, nothing checked out here) and measured the same way, one server after the other. The default
+is the last commit before the issue-16 request path (PREVIOUS_RELEASE) at the full size, none at the
+smoke size (CI). For each server: CPU ms per query of the server process and of this load generator
+(both share the cores), p50/p99 at 1 and N clients.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from mmsearch.vectors.ann import AnnOptions
 SIZES = {"smoke": {"n": 10_000, "requests": 160, "baseline_requests": 40},
          "full": {"n": 1_000_000, "requests": 4000, "baseline_requests": 300}}
 MAX_SECONDS = 600  # every load phase stops after this long, whatever is left
+PREVIOUS_RELEASE = "d52d685"  # main before the lighter request path (issue 16)
+GOALS = {"server_cpu_ms_per_request": 2.0, "p50_ms": 20.0}  # at the full size, N clients
 
 
 def lite_model_id() -> str:
@@ -62,9 +71,24 @@ def build_index(path: Path, n: int) -> dict:
                                  options=AnnOptions())
 
 
-def start_server(index_dir: Path, port: int, env: dict) -> subprocess.Popen:
+def start_server(index_dir: Path, port: int, env: dict, code: Path = REPO) -> subprocess.Popen:
+    """``mmsearch serve`` of the code in ``code`` (this checkout, or an exported earlier release)."""
     args = [python(), "-m", "mmsearch", "serve", "--index-dir", str(index_dir), "--host", "127.0.0.1", "--port", str(port)]
-    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = dict(env, PYTHONPATH=str(code))
+    return subprocess.Popen(args, cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def export_release(ref: str, work_dir: Path) -> Path:
+    """The package code of commit ``ref`` in ``work_dir/release-<ref>`` (``git archive``: the repository's
+    work tree and worktree list stay untouched)."""
+    dest = work_dir / f"release-{ref}"
+    if not (dest / "mmsearch" / "__init__.py").exists():
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", ref, "mmsearch", "indexer"],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
 
 
 def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 600) -> None:
@@ -137,18 +161,11 @@ async def load(base: str, texts: list[str], clients: int) -> dict:
             "p99_ms": round(float(np.percentile(a, 99)), 1)}
 
 
-def run(size: str, clients: int, work_dir: Path) -> dict:
-    spec = SIZES[size]
-    index_dir = work_dir / f"serve-index-{spec['n']}"
-    built = None
-    if not (index_dir / "manifest.json").exists():
-        shutil.rmtree(index_dir, ignore_errors=True)
-        built = build_index(index_dir, spec["n"])
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    env.setdefault("MMSEARCH_CACHE_DIR", str(work_dir / "cache"))
+def serve_and_measure(index_dir: Path, env: dict, spec: dict, clients: int, code: Path = REPO) -> dict:
+    """Start a server of ``code`` over ``index_dir``, measure 1 client then ``clients`` clients, stop it."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = start_server(index_dir, port, env)
+    proc = start_server(index_dir, port, env, code)
     try:
         wait_ready(base, proc)
         info = httpx.get(f"{base}/v1/info", timeout=10).json()
@@ -161,17 +178,49 @@ def run(size: str, clients: int, work_dir: Path) -> dict:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    return {"index": info.get("index_factory"), "1_client": sequential, f"{clients}_clients": concurrent}
+
+
+def _ratio(new: float, old: float) -> float | None:
+    return round(new / old, 2) if old else None
+
+
+def run(size: str, clients: int, work_dir: Path, previous: str | None = "default") -> dict:
+    spec = SIZES[size]
+    previous = (PREVIOUS_RELEASE if size == "full" else None) if previous == "default" else previous
+    index_dir = work_dir / f"serve-index-{spec['n']}"
+    built = None
+    if not (index_dir / "manifest.json").exists():
+        shutil.rmtree(index_dir, ignore_errors=True)
+        built = build_index(index_dir, spec["n"])
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.setdefault("MMSEARCH_CACHE_DIR", str(work_dir / "cache"))
+    current = serve_and_measure(index_dir, env, spec, clients)
+    sequential, concurrent = current["1_client"], current[f"{clients}_clients"]
     result = {
-        "benchmark": "serve_load", "size": size, "items": spec["n"], "machine": machine(), "index": info.get("index_factory"),
+        "benchmark": "serve_load", "size": size, "items": spec["n"], "machine": machine(), "index": current["index"],
         "build": {k: v for k, v in (built or {}).items() if k != "manifest"},
         "baseline_1_client": sequential, f"load_{clients}_clients": concurrent,
         "throughput_ratio": round(concurrent["requests_per_s"] / sequential["requests_per_s"], 2),
+        "goals": {name: {"target": target, "value": concurrent[name], "met": concurrent[name] <= target} for name, target in GOALS.items()},
     }
+    rows = [(f"this code, {clients} clients", concurrent), ("this code, 1 client (baseline)", sequential)]
+    if previous:
+        old = serve_and_measure(index_dir, env, spec, clients, export_release(previous, work_dir))
+        result["previous_release"] = {"ref": previous, **old}
+        result["vs_previous_release"] = {
+            f"{n}_client{'s' if n > 1 else ''}": {
+                "server_cpu_ms_ratio": _ratio(new["server_cpu_ms_per_request"], was["server_cpu_ms_per_request"]),
+                "p50_ratio": _ratio(new["p50_ms"], was["p50_ms"]), "p99_ratio": _ratio(new["p99_ms"], was["p99_ms"]),
+            }
+            for n, new, was in ((clients, concurrent, old[f"{clients}_clients"]), (1, sequential, old["1_client"]))
+        }
+        rows += [(f"release {previous}, {clients} clients", old[f"{clients}_clients"]), (f"release {previous}, 1 client", old["1_client"])]
     print_table(
         f"text queries against mmsearch serve, {spec['n']} items ({size}; load {result['machine']['loadavg_1_5_15']})",
         [(name, r["p50_ms"], r["p99_ms"], r["requests_per_s"], r["errors"], r["server_cpu_ms_per_request"], r["client_cpu_ms_per_request"])
-         for name, r in ((f"{clients} clients", concurrent), ("1 client (baseline)", sequential))],
-        ("load", "p50 ms", "p99 ms", "requests/s", "errors", "server CPU ms/req", "client CPU ms/req"),
+         for name, r in rows],
+        ("server", "p50 ms", "p99 ms", "requests/s", "errors", "server CPU ms/req", "client CPU ms/req"),
     )
     return result
 
@@ -182,9 +231,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--work-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "mmsearch-bench")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--previous-release", default="default",
+                        help=f"git commit whose server to measure too ('none': skip) [default: {PREVIOUS_RELEASE} at full size, none at smoke]")
+    parser.add_argument("--requests", type=int, default=None, help="queries of the N-client phase [default: the size's]")
     args = parser.parse_args(argv)
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    emit_json(run(args.size, args.clients, args.work_dir), args.json)
+    if args.requests:
+        SIZES[args.size] = dict(SIZES[args.size], requests=args.requests, baseline_requests=max(20, args.requests // 10))
+    previous = None if args.previous_release == "none" else args.previous_release
+    emit_json(run(args.size, args.clients, args.work_dir, previous), args.json)
     return 0
 
 

@@ -325,3 +325,21 @@ def test_mixing_up_sqlite_and_database_indexes_is_one_clear_error(tmp_path, corp
     with pytest.raises(DatabaseUnavailableError, match="cannot reach the database") as caught:
         Searcher(tmp_path / "pg", tiny_encoder, database_url=wrong)
     assert "not-the-password" not in str(caught.value)
+
+
+def test_api_keys_live_in_the_shared_database(tmp_path, pg_url):
+    """With a database URL every replica reads the same keys: one created or revoked on one side is seen
+    by a server over another index directory, and no keys.sqlite is written."""
+    from mmsearch.storage.apikeys import KEYS_FILE, KeyRing, KeyStore, Scope
+
+    admin_side = KeyStore.beside(tmp_path / "replica-a", pg_url)
+    key, secret = admin_side.create(Scope.WRITE, "shop-fr", "back end")
+    replica = KeyRing(KeyStore.beside(tmp_path / "replica-b", pg_url))
+    found = replica.authenticate(secret.encode())
+    assert found is not None and found.id == key.id and found.allows(Scope.WRITE, "shop-fr")
+    admin_side.revoke(key.id)
+    replica.refresh()
+    assert replica.authenticate(secret.encode()) is None and replica.enabled
+    assert not (tmp_path / "replica-a" / KEYS_FILE).exists() and not (tmp_path / "replica-b" / KEYS_FILE).exists()
+    admin_side.close()
+    replica.store.close()

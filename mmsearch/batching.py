@@ -76,7 +76,9 @@ class MicroBatcher:
             first = self._queue.get()
             if first is _STOP:
                 return
-            jobs = self._take_batch(first)
+            # A caller that gave up (an async request whose client left cancels its future) is dropped
+            # here; once running, a future can no longer be cancelled, so setting its result is safe.
+            jobs = [job for job in self._take_batch(first) if job[2].set_running_or_notify_cancel()]
             for group in dict.fromkeys(job[0] for job in jobs):  # first-come order of groups
                 self._handle(group, [job for job in jobs if job[0] == group])
 

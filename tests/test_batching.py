@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from bench.photos import make_photo
-from mmsearch.batching import BatchingEncoder
+from mmsearch.batching import BatchingEncoder, MicroBatcher
 
 
 class CountingEncoder:
@@ -104,3 +105,28 @@ def test_concurrent_text_searches_share_one_search_and_each_gets_its_own_answer(
             bad.result(timeout=30)  # an empty query fails its own caller, not the batch it would have joined
     finally:
         searcher.close()
+
+
+def test_a_cancelled_caller_is_skipped_and_the_worker_survives():
+    """An async request whose client left cancels its queued future; the others still get answers."""
+    gate = threading.Event()
+    seen = []
+
+    def handler(group, items):
+        gate.wait(10)
+        seen.append(list(items))
+        return [item * 2 for item in items]
+
+    batcher = MicroBatcher(handler, max_batch=64)
+    try:
+        blocker = batcher.submit_nowait("g", [1])  # keeps the worker busy while the others queue
+        time.sleep(0.2)
+        left = batcher.submit_nowait("g", [2])
+        stays = batcher.submit_nowait("g", [3])
+        assert left.cancel()
+        gate.set()
+        assert blocker.result(10) == [2] and stays.result(10) == [6]
+        assert left.cancelled() and seen == [[1], [3]]
+        assert batcher.submit("g", [4]) == [8]
+    finally:
+        batcher.close()

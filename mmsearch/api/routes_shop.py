@@ -11,13 +11,13 @@ from importlib import resources
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from mmsearch.imaging.decode import DecodeError, open_image
 from mmsearch.api.deps import get_app_settings, get_searcher
-from mmsearch.api.schemas import ErrorOut
+from mmsearch.api.schemas import ErrorOut, json_response
 from mmsearch.api.security import Scope, require
 from mmsearch.config import Settings
 from mmsearch.errors import InvalidQueryError
@@ -122,7 +122,7 @@ def _terms(body: QueryRequest, settings: Settings) -> list[Term]:
 
 
 @router.post("/v1/query", response_model=QueryResponse, responses=ERRORS)
-def query(body: QueryRequest, searcher: Searcher = Depends(get_searcher), settings: Settings = Depends(get_app_settings)) -> QueryResponse:
+def query(body: QueryRequest, searcher: Searcher = Depends(get_searcher), settings: Settings = Depends(get_app_settings)) -> Response:
     """Composite query: weighted text/image/item terms, exact filters, vector/keyword/hybrid ranking."""
     conditions = from_json(body.filter)
     q = Query(
@@ -131,10 +131,10 @@ def query(body: QueryRequest, searcher: Searcher = Depends(get_searcher), settin
         sort=body.sort, min_score=body.min_score,
     )
     result = QueryEngine(searcher).run(q)
-    return QueryResponse(
-        mode=result.mode, target=body.target, filter=describe(conditions), offset=result.offset, limit=result.limit,
-        total=result.total, has_more=result.has_more, hits=[QueryHitOut(**h.to_dict()) for h in result.hits],
-    )
+    return json_response({  # encoded straight from the QueryHit dataclasses (see schemas.json_response)
+        "mode": result.mode, "target": body.target, "filter": describe(conditions), "offset": result.offset,
+        "limit": result.limit, "total": result.total, "has_more": result.has_more, "hits": result.hits,
+    })
 
 
 @router.get("/v1/fields", response_model=FieldsResponse)

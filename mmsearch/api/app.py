@@ -9,10 +9,13 @@ from fastapi import FastAPI
 
 from mmsearch import __version__
 from mmsearch.api.errors import install_error_handlers
+from mmsearch.api.registry import CollectionRegistry
 from mmsearch.api.routes import router
+from mmsearch.api.routes_collections import install_collections
+from mmsearch.api.routes_items import router as items_router
 from mmsearch.api.routes_shop import install_shop
 from mmsearch.api.security import install_security
-from mmsearch.batching import BatchingEncoder
+from mmsearch.storage.collections import DEFAULT
 from mmsearch.config import Settings, get_settings
 from mmsearch.search import Searcher
 from mmsearch.threads import configure_serving
@@ -33,24 +36,20 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        own = app.state.searcher is None
-        if own:
-            app.state.searcher = Searcher(
-                settings.index_dir, device=settings.device, threads=settings.effective_threads(), reload_interval=settings.reload_interval,
-                mmap=settings.mmap_index, faiss_device=settings.faiss_device, database_url=settings.database(),
-            )
-            # load the model now, not on the first request; concurrent queries share batched model calls
-            app.state.searcher.wrap_encoder(BatchingEncoder)
-            app.state.searcher.batch_text_queries()  # and concurrent text searches share one vector search
+        # Every collection opens now (its model loaded once, shared by collections of the same model; concurrent
+        # queries share batched model calls and vector searches), not on the first request.
+        registry = CollectionRegistry(settings, default_searcher=app.state.searcher)
+        app.state.collections = registry
+        registry.open_all()
+        if app.state.searcher is None and DEFAULT in registry.names():
+            app.state.searcher = registry.get(DEFAULT).searcher
         # after the model load (which sizes torch's pool for batch work), see mmsearch.threads
         _limit_threadpool(configure_serving(settings.threads).request_threads)
-        log.info("serving %s", settings.index_dir)
+        log.info("serving %s (collections: %s)", settings.index_dir, ", ".join(registry.names()) or "none yet")
         try:
             yield
         finally:
-            if own:
-                app.state.searcher.encoder.close()
-                app.state.searcher.close()
+            registry.close()
 
     app = FastAPI(title="mmsearch", version=__version__, lifespan=lifespan,
                   description="Cross-modal search: find images and texts by text or by image.")
@@ -60,4 +59,6 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     install_security(app, settings)
     app.include_router(router)
     install_shop(app)
+    app.include_router(items_router)
+    install_collections(app)  # after every /v1 route: each is mirrored under /v1/collections/{name}
     return app

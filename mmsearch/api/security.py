@@ -13,9 +13,9 @@ import hmac
 import json
 import logging
 import re
-from typing import Callable
+from typing import Callable, Literal
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException, Request
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 API_KEY_HEADER = "X-API-Key"
 OPEN_PATHS = frozenset({"/healthz"})
+BULK_SUFFIX = ":bulk"  # POST /v1/items:bulk (and per collection): NDJSON bodies of many items
 # Room for multipart boundaries and the small form fields next to an uploaded file.
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -70,19 +71,22 @@ class _BodyTooLarge(Exception):
 
 
 class BodySizeLimitMiddleware:
-    """Refuse request bodies above ``max_bytes`` with 413, whether declared up front or streamed."""
+    """Refuse request bodies above ``max_bytes`` with 413, whether declared up front or streamed.
+    Bulk write requests (paths ending in ``:bulk``) have their own, larger ``bulk_max_bytes``."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, bulk_max_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.bulk_max_bytes = bulk_max_bytes or max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.bulk_max_bytes if str(scope.get("path", "")).endswith(BULK_SUFFIX) else self.max_bytes
         declared = next((v for k, v in scope.get("headers", []) if k == b"content-length"), None)
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._refuse(send, limit)
             return
         seen, exceeded, started = 0, False, False
 
@@ -91,7 +95,7 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     exceeded = True
                     raise _BodyTooLarge()
             return message
@@ -108,10 +112,10 @@ class BodySizeLimitMiddleware:
         except _BodyTooLarge:
             pass
         if exceeded and not started:
-            await self._refuse(send)
+            await self._refuse(send, limit)
 
-    async def _refuse(self, send: Send) -> None:
-        await _send_json(send, 413, {"error": f"request body is larger than {self.max_bytes} bytes"})
+    async def _refuse(self, send: Send, limit: int) -> None:
+        await _send_json(send, 413, {"error": f"request body is larger than {limit} bytes"})
 
 
 class TimeoutMiddleware:
@@ -168,11 +172,35 @@ def check_query_bounds(settings: Settings, k: int, text: str | None = None) -> N
         raise InvalidQueryError(f"query text must be at most {settings.max_query_chars} characters")
 
 
+KeyScope = Literal["read", "write", "admin"]
+
+
+def require(scope: KeyScope) -> Callable[[Request], None]:
+    """A FastAPI dependency: the caller's key must grant ``scope`` (read, write or admin) on the collection
+    the request names (path parameter ``name``; ``default`` on the plain /v1 routes).
+
+    Today one key (``MMSEARCH_API_KEY``) grants every scope on every collection, and ApiKeyMiddleware
+    already refused requests without it; this is the seam per-collection scoped keys plug into."""
+
+    def check(request: Request) -> None:
+        key = request.app.state.settings.api_key
+        if not key:
+            return
+        given = request.headers.get(API_KEY_HEADER, "").encode("utf-8")
+        if not hmac.compare_digest(given, key.encode("utf-8")):
+            raise HTTPException(401, f"missing or wrong API key (send it in the {API_KEY_HEADER} header)",
+                                headers={"WWW-Authenticate": API_KEY_HEADER})
+
+    check.__name__ = f"require_{scope}"
+    return check
+
+
 def install_security(app: FastAPI, settings: Settings) -> None:
     """Add the guards; the last added runs first."""
     if settings.request_timeout > 0:
         app.add_middleware(TimeoutMiddleware, seconds=settings.request_timeout)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+                       bulk_max_bytes=settings.max_bulk_bytes)
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
         _declare_api_key(app)
@@ -207,5 +235,5 @@ def _declare_api_key(app: FastAPI) -> None:
 
 __all__ = [
     "API_KEY_HEADER", "ApiKeyMiddleware", "BodySizeLimitMiddleware", "TimeoutMiddleware",
-    "check_query_bounds", "cors_origins", "install_security", "redact_paths",
+    "check_query_bounds", "cors_origins", "install_security", "redact_paths", "require",
 ]

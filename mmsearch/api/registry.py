@@ -64,8 +64,9 @@ class CollectionRegistry:
         self._lock = threading.RLock()
         if default_searcher is not None:
             self._served[colls.DEFAULT] = Served(colls.DEFAULT, default_searcher)
-            if default_searcher._encoder is not None:
-                self._encoders[default_searcher.encoder.spec] = default_searcher.encoder
+            loaded = getattr(default_searcher, "_encoder", None)  # share it only if already loaded (never load it here)
+            if loaded is not None:
+                self._encoders[loaded.spec] = loaded
 
     @property
     def root(self):

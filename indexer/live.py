@@ -126,21 +126,21 @@ class LiveWriter:
 
     # --- public ---
     def submit(self, ops: Sequence[WriteOp]) -> list[Future]:
-        """Queue ``ops``; each future resolves to its WriteResult once committed and published."""
+        """Queue ``ops`` (together: the writer never splits one submission over two batches unless it is
+        larger than a batch); each future resolves to its WriteResult once committed and published."""
         if not self._thread.is_alive():
             raise MmsearchError("the index writer has stopped")
-        futures = []
-        for op in ops:
-            future: Future = Future()
-            self._queue.put((op, future))
-            futures.append(future)
-        return futures
+        jobs = [(op, Future()) for op in ops]
+        if jobs:
+            self._queue.put(jobs)
+        return [future for _, future in jobs]
 
     def write(self, ops: Sequence[WriteOp], timeout: float | None = None) -> list[WriteResult]:
         return [f.result(timeout) for f in self.submit(ops)]
 
     @property
     def queue_depth(self) -> int:
+        """Submissions waiting for the writer (each one request's worth of items)."""
         return self._queue.qsize()
 
     def close(self) -> None:
@@ -156,26 +156,28 @@ class LiveWriter:
             if first is _STOP:
                 self._fail_queued()
                 return
-            jobs = [first]
+            jobs = list(first)
             while len(jobs) < self.max_batch:
                 try:
-                    job = self._queue.get_nowait()
+                    more = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if job is _STOP:
+                if more is _STOP:
                     self._queue.put(_STOP)
                     break
-                jobs.append(job)
-            self._write_jobs(jobs)
+                jobs.extend(more)
+            for start in range(0, len(jobs), self.max_batch):
+                self._write_jobs(jobs[start : start + self.max_batch])
 
     def _fail_queued(self) -> None:
         while True:
             try:
-                job = self._queue.get_nowait()
+                submitted = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if job is not _STOP:
-                job[1].set_exception(MmsearchError("the server is shutting down; the write was not applied"))
+            if submitted is not _STOP:
+                for _, future in submitted:
+                    future.set_exception(MmsearchError("the server is shutting down; the write was not applied"))
 
     def _write_jobs(self, jobs: list[tuple[WriteOp, Future]]) -> None:
         try:

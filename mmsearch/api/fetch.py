@@ -135,25 +135,32 @@ def _get(client: httpx.Client, target: _Target, address: str, policy: FetchPolic
     try:
         request = client.build_request("GET", pinned, headers=headers, extensions=extensions,
                                        timeout=httpx.Timeout(_remaining(deadline, policy)))
-        with client.send(request, stream=True) as response:
-            if response.is_redirect:
-                location = response.headers.get("location")
-                if not location:
-                    raise ImageFetchError(f"image_url answered {response.status_code} without a Location")
-                return location
-            if response.status_code != 200:
-                raise ImageFetchError(f"image_url answered HTTP {response.status_code}")
-            content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-            if not content_type.startswith("image/"):
-                raise ImageFetchError(f"image_url is not an image (content type {content_type or 'missing'!r})")
-            declared = response.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > policy.max_bytes:
-                raise ImageFetchError(f"image_url is larger than {policy.max_bytes} bytes")
-            return _read_capped(response, policy, deadline)
+        response = client.send(request, stream=True)
+        try:
+            return _body_or_location(response, policy, deadline)
+        finally:
+            response.close()
     except httpx.TimeoutException as exc:
         raise ImageFetchError(f"image_url took longer than {policy.timeout:g}s") from exc
     except httpx.HTTPError as exc:
         raise ImageFetchError(f"image_url could not be fetched: {type(exc).__name__}") from exc
+
+
+def _body_or_location(response: httpx.Response, policy: FetchPolicy, deadline: float) -> bytes | str:
+    if response.is_redirect:
+        location = response.headers.get("location")
+        if not location:
+            raise ImageFetchError(f"image_url answered {response.status_code} without a Location")
+        return location
+    if response.status_code != 200:
+        raise ImageFetchError(f"image_url answered HTTP {response.status_code}")
+    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not content_type.startswith("image/"):
+        raise ImageFetchError(f"image_url is not an image (content type {content_type or 'missing'!r})")
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > policy.max_bytes:
+        raise ImageFetchError(f"image_url is larger than {policy.max_bytes} bytes")
+    return _read_capped(response, policy, deadline)
 
 
 def _read_capped(response: httpx.Response, policy: FetchPolicy, deadline: float) -> bytes:

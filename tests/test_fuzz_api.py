@@ -13,6 +13,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from conftest import make_corpus, run_index
+from mmsearch.encoders import TEST_MODEL
 from mmsearch.api import create_app
 from mmsearch.api.security import API_KEY_HEADER
 from mmsearch.config import Settings
@@ -31,8 +32,9 @@ def fuzz_app(tmp_path_factory, tiny_encoder):
     run_index(root, index_dir, tiny_encoder)
     searcher = Searcher(index_dir, tiny_encoder)
     # Small budgets, so the fuzzer also reaches the size and bound checks; the key guards the routes.
-    app = create_app(Settings(index_dir=index_dir, max_upload_bytes=200_000, max_k=200, request_timeout=20, api_key=KEY),
-                     searcher=searcher)
+    # (collections created by the fuzzer use the tiny model too; image URLs it invents are refused or fail fast)
+    app = create_app(Settings(index_dir=index_dir, max_upload_bytes=200_000, max_k=200, request_timeout=20, api_key=KEY,
+                              model=TEST_MODEL, fetch_timeout=2), searcher=searcher)
     yield app
     searcher.close()
     print(f"\nschemathesis: {FUZZ_STATS['cases']} requests, {FUZZ_STATS['5xx']} server errors")

@@ -21,6 +21,8 @@ import ipaddress
 import logging
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Callable, Sequence
 from urllib.parse import urljoin, urlsplit
@@ -52,10 +54,17 @@ def parse_networks(text: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+_RESOLVERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mmsearch-resolve")
+RESOLVE_TIMEOUT = 5.0  # getaddrinfo has no timeout of its own: a lookup runs on a helper thread, waited for this long
+
+
 def system_resolver(host: str, port: int) -> list[str]:
+    lookup = _RESOLVERS.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
+        infos = lookup.result(timeout=RESOLVE_TIMEOUT)
+    except FutureTimeout as exc:
+        raise ImageFetchError(f"image_url host {host!r} did not resolve within {RESOLVE_TIMEOUT:g}s") from exc
+    except (OSError, UnicodeError) as exc:
         raise ImageFetchError(f"image_url host {host!r} cannot be resolved") from exc
     return list(dict.fromkeys(info[4][0] for info in infos))
 

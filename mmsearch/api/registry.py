@@ -17,7 +17,7 @@ from mmsearch.storage import collections as colls
 from mmsearch.batching import BatchingEncoder
 from mmsearch.config import Settings
 from mmsearch.encoders.base import Encoder
-from mmsearch.errors import CollectionNotFoundError
+from mmsearch.errors import CollectionExistsError, CollectionNotFoundError, ConfigError, InvalidQueryError, ModelNotFoundError
 from mmsearch.search import Searcher
 
 log = logging.getLogger(__name__)
@@ -98,10 +98,16 @@ class CollectionRegistry:
     def create(self, name: str, model: str | None = None, index_type: str | None = None,
                recall_target: float | None = None) -> Served:
         spec = model or self.settings.model
+        colls.check_name(name)
         with self._lock:
-            encoder = self._encoder(spec)
-            colls.create(self.root, name, self.settings.database(), model_spec=spec, model_id=encoder.model_id, dim=encoder.dim,
-                         index_type=index_type, recall_target=recall_target)
+            if colls.exists(self.root, name, self.settings.database()):
+                raise CollectionExistsError(f"collection {name!r} already exists")
+            try:
+                encoder = self._encoder(spec)
+                colls.create(self.root, name, self.settings.database(), model_spec=spec, model_id=encoder.model_id, dim=encoder.dim,
+                             index_type=index_type, recall_target=recall_target)
+            except (ModelNotFoundError, ConfigError) as exc:  # the request's model or settings: the client's to fix
+                raise InvalidQueryError(f"cannot create collection {name!r}: {exc}") from exc
             return self.get(name)
 
     def drop(self, name: str) -> None:

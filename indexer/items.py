@@ -6,13 +6,12 @@ calls back into neither.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from dataclasses import dataclass, field
 from typing import Callable
 
-from mmsearch.hashing import sha256_file
+from mmsearch.hashing import sha256_file, sha256_text  # noqa: F401  (sha256_text: used by sources and catalogue)
 
 # (size, mtime) -> sha256 from the previous run, looked up by item key
 HashCache = Callable[[str, int, float], "str | None"]
@@ -35,10 +34,6 @@ class ScanResult:
     items: list[SourceItem] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
     scope: str = ""  # keys under this prefix belong to the scanned source (for deletions)
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def stat_and_hash(item: SourceItem, known: HashCache | None) -> None:

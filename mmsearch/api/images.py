@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import io
 import re
 
@@ -51,7 +50,3 @@ def image_format(data: bytes) -> str:
             return str(im.format)
     except Exception as exc:  # decode_upload has already given the reason for anything unreadable
         raise InvalidQueryError("image is not a readable image") from exc
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
-from indexer.live import LiveWriter, publish_if_stale
+from mmsearch.live import LiveWriter, publish_if_stale
 from mmsearch.storage import collections as colls
 from mmsearch.batching import BatchingEncoder
 from mmsearch.config import Settings

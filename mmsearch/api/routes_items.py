@@ -5,7 +5,7 @@
 route also exists per collection (``/v1/collections/{name}/...``, see mmsearch.api.app).
 
 Handlers are async: they read the body, do the blocking part (JSON parsing, image decoding, URL fetching)
-in the threadpool, hand the writes to the collection's single writer (indexer.live) and await the outcome,
+in the threadpool, hand the writes to the collection's single writer (mmsearch.live) and await the outcome,
 which comes once the write is committed and visible to searches.
 """
 
@@ -25,16 +25,17 @@ from pydantic import BaseModel, Field, ValidationError, ValidationInfo, model_va
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from indexer.live import ItemImage, LiveWriter, WriteOp, WriteResult, item_key
+from mmsearch.live import ItemImage, LiveWriter, WriteOp, WriteResult, item_key
 from mmsearch.textfile import MAX_TEXT_BYTES
 from mmsearch.api.deps import get_app_settings, get_collection, get_searcher
 from mmsearch.api.fetch import FetchPolicy, fetch_image_bytes, parse_networks
-from mmsearch.api.images import base64_bytes, decode_upload, image_format, sha256_bytes
+from mmsearch.api.images import base64_bytes, decode_upload, image_format
 from mmsearch.api.registry import Served
 from mmsearch.api.schemas import ErrorOut, ItemOut
 from mmsearch.api.security import require
 from mmsearch.config import Settings
 from mmsearch.errors import InvalidQueryError, ItemNotFoundError, MmsearchError, PayloadTooLargeError
+from mmsearch.hashing import sha256_bytes
 from mmsearch.search import Searcher
 from mmsearch.storage.store import IMAGE, TEXT
 
@@ -272,7 +273,7 @@ async def _result_line(row: _Row, future: Future | None, counts: Counter) -> byt
             out.update(key=result.key, status=result.status, ids=result.ids, generation=result.generation)
         except MmsearchError as exc:
             out.update(status="error", error=str(exc))
-        except Exception:  # the details stay in the server log (indexer.live logs them)
+        except Exception:  # the details stay in the server log (mmsearch.live logs them)
             out.update(status="error", error="internal error")
     else:
         out.update(status="error", error=row.error)

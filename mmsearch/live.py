@@ -4,7 +4,7 @@ Request threads validate and decode what they were sent, then hand a :class:`Wri
 :class:`LiveWriter` and wait for its :class:`WriteResult`. The writer thread takes everything queued at that
 moment, plans it against the store (unchanged, metadata only, or to embed), embeds what changed with the
 server's encoder, commits the whole batch as ONE store transaction through the same
-:class:`~indexer.writer.IndexWriter` as ``mmsearch index``, publishes a new generation of vector files
+:class:`~mmsearch.writer.IndexWriter` as ``mmsearch index``, publishes a new generation of vector files
 (generation-named files, atomic manifest swap) and has the searcher swap it in. Only then are the callers
 answered: an acknowledged write is committed (durable) and already visible to searches.
 
@@ -33,13 +33,13 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 from PIL import Image
 
-from indexer.sources import sha256_text
-from indexer.writer import IndexWriter
 from mmsearch.vectors.ann import AnnOptions
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import MmsearchError
+from mmsearch.hashing import sha256_text
 from mmsearch.storage.indexdir import IndexDir
 from mmsearch.storage.store import IMAGE, TEXT, ItemRecord, NewItem, Store
+from mmsearch.writer import IndexWriter
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Callable
 
-from mmsearch.hashing import sha256_file, sha256_text  # noqa: F401  (sha256_text: used by sources and catalogue)
+from mmsearch.hashing import sha256_file
 
 # (size, mtime) -> sha256 from the previous run, looked up by item key
 HashCache = Callable[[str, int, float], "str | None"]

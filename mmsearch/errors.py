@@ -57,6 +57,10 @@ class CollectionExistsError(InvalidQueryError):
     """A collection of that name already exists."""
 
 
+class IndexBusyError(MmsearchError):
+    """Another writer (an index run, a server's writer) holds the index's write lock."""
+
+
 class SourceError(MmsearchError):
     """A folder or manifest to index cannot be read."""
 

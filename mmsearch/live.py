@@ -35,7 +35,7 @@ from PIL import Image
 
 from mmsearch.vectors.ann import AnnOptions
 from mmsearch.encoders.base import Encoder
-from mmsearch.errors import MmsearchError
+from mmsearch.errors import IndexBusyError, MmsearchError
 from mmsearch.hashing import sha256_text
 from mmsearch.storage.indexdir import IndexDir
 from mmsearch.storage.store import IMAGE, TEXT, ItemRecord, NewItem, Store
@@ -49,10 +49,6 @@ _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP":
 _STOP = object()
 
 Status = Literal["created", "updated", "unchanged", "deleted", "not_found"]
-
-
-class WriterBusyError(MmsearchError):
-    """The index stayed locked by another writer (an ``mmsearch index`` run) longer than a write may wait."""
 
 
 def item_key(key: str, modality: str) -> str:
@@ -207,9 +203,9 @@ class LiveWriter:
                 with self.index_dir.write_lock():
                     yield
                     return
-            except MmsearchError as exc:
-                if "another" not in str(exc) or time.monotonic() > deadline:
-                    raise WriterBusyError(f"the index is being written by another run; try again later ({exc})") from exc
+            except IndexBusyError as exc:
+                if time.monotonic() > deadline:
+                    raise IndexBusyError(f"the index is being written by another run; try again later ({exc})") from exc
             time.sleep(0.1)
 
     def _open_store(self) -> Store:

@@ -20,7 +20,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import NullPool
 
-from mmsearch.errors import ConfigError, DatabaseUnavailableError, MmsearchError
+from mmsearch.errors import ConfigError, DatabaseUnavailableError, IndexBusyError
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def writer_lock(url: str | None) -> Iterator[None]:
         with reaching(url), engine.connect() as conn:
             key = writer_lock_key(url)
             if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
-                raise MmsearchError(f"another `mmsearch index` run is writing the catalogue {redact(url)}; wait for it to finish")
+                raise IndexBusyError(f"another `mmsearch index` run is writing the catalogue {redact(url)}; wait for it to finish")
             conn.commit()
             try:
                 yield

@@ -16,7 +16,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from indexer.items import SourceItem, sha256_text, stat_and_hash
+from indexer.items import SourceItem, stat_and_hash
+from mmsearch.hashing import sha256_text
 from mmsearch.errors import SourceError
 from mmsearch.scalars import coerce_scalar
 

@@ -6,7 +6,6 @@ calls back into neither.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from dataclasses import dataclass, field
@@ -35,10 +34,6 @@ class ScanResult:
     items: list[SourceItem] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
     scope: str = ""  # keys under this prefix belong to the scanned source (for deletions)
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def stat_and_hash(item: SourceItem, known: HashCache | None) -> None:

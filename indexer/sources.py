@@ -19,7 +19,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from indexer.items import HashCache, ScanResult, SourceItem, sha256_text, stat_and_hash
+from indexer.items import HashCache, ScanResult, SourceItem, stat_and_hash
+from mmsearch.hashing import sha256_text
 from mmsearch.textfile import read_text_file
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from mmsearch.cli_collections import collection_option, collections_group, where
 from mmsearch.cli_keys import keys
 from mmsearch.cli_shop import run_query, shop_search_options, wants_query_engine
 from mmsearch.config import Settings
@@ -114,8 +115,10 @@ main.add_command(keys)
 @click.option("--address", default=None,
               help="With --engine ray: the cluster's HOST:PORT (as `ray start --head` prints) [default: $RAY_ADDRESS, "
                    "else a Ray instance on this machine, started for the run if none runs].")
+@collection_option
 def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int | None, workers: int | None, device: str | None,
-          catalogue: bool, index_type: str | None, recall_target: float | None, engine: str, address: str | None) -> None:
+          catalogue: bool, index_type: str | None, recall_target: float | None, engine: str, address: str | None,
+          collection: str | None) -> None:
     """Index (or update the index of) a folder, a JSONL/CSV manifest, or a product catalogue."""
     from indexer.pipeline import index_source
     from mmsearch.encoders.registry import preprocess_without_model
@@ -124,15 +127,16 @@ def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int
     if address is not None and engine != "ray":
         raise click.UsageError("--address needs --engine ray")
     s = _settings(index_dir=index_dir, batch_size=batch_size, workers=workers, device=device)
+    target = where(s, collection)
     configure_batch(s.threads)
     with _embedding_engine(engine, address, s) as (encoder_factory, embed_stage):
         report = index_source(
-            path, s.index_dir,
+            path, target.path,
             encoder_factory,
             model_spec=model, default_model=s.model, batch_size=s.batch_size, workers=s.workers, max_pixels=s.max_image_pixels,
             catalogue=catalogue,
             index_type=index_type, recall_target=recall_target, flat_threshold=s.ann_threshold, embed_stage=embed_stage,
-            database_url=s.database(), preprocess_for=None if embed_stage else preprocess_without_model,
+            database_url=target.database_url, preprocess_for=None if embed_stage else preprocess_without_model,
         )
     click.echo(
         f"indexed {report.source} -> {report.index_dir} in {report.seconds:.1f}s: "
@@ -168,8 +172,9 @@ def _embedding_engine(engine: str, address: str | None, s: Settings):
 @index_dir_option
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line per query.")
+@collection_option
 @shop_search_options
-def search(text, image_file, queries_file, target, k, index_dir, device, as_json, **shop) -> None:
+def search(text, image_file, queries_file, target, k, index_dir, device, as_json, collection=None, **shop) -> None:
     """Search the index by TEXT, by --image, or by every line of --queries-file.
 
     Filters, keyword/hybrid modes, weighted and negative terms, grouping and paging: see docs/search.md."""
@@ -182,7 +187,9 @@ def search(text, image_file, queries_file, target, k, index_dir, device, as_json
     s = _settings(index_dir=index_dir, device=device)
     k = min(k, s.max_k)
     configure_batch(s.threads)
-    searcher = Searcher(s.index_dir, device=s.device, threads=s.effective_threads(), reload_interval=0, faiss_device=s.faiss_device, database_url=s.database())
+    place = where(s, collection)
+    searcher = Searcher(place.path, device=s.device, threads=s.effective_threads(), reload_interval=0, faiss_device=s.faiss_device,
+                        database_url=place.database_url)
     try:
         if composite:
             run_query(searcher, text, image_file, target, k, as_json, shop)
@@ -244,22 +251,26 @@ def serve(index_dir, host, port, device) -> None:
     from mmsearch.api import create_app
 
     s = _settings(index_dir=index_dir, host=host, port=port, device=device)
+    from mmsearch.storage import collections as colls
     from mmsearch.storage.indexdir import IndexDir
 
-    IndexDir(s.index_dir, s.database()).read_manifest()  # fail now, with one line, rather than inside the server
+    if not colls.list_names(s.index_dir, s.database()):  # no index to serve: fail now, with one line, not inside the server
+        IndexDir(s.index_dir, s.database()).read_manifest()
     uvicorn.run(create_app(s), host=s.host, port=s.port, log_level="info", workers=1)
 
 
 @main.command()
 @index_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def info(index_dir, as_json) -> None:
+@collection_option
+def info(index_dir, as_json, collection=None) -> None:
     """Describe an index: model, counts, last run."""
     from mmsearch.encoders.registry import image_backend_summary
     from mmsearch.storage.indexdir import describe
 
     s = _settings(index_dir=index_dir)
-    facts = describe(s.index_dir, s.database(), s.faiss_device)
+    place = where(s, collection)
+    facts = describe(place.path, place.database_url, s.faiss_device)
     facts["image_backend"] = image_backend_summary(facts["model"], s.image_backend, s.device)
     if as_json:
         click.echo(json.dumps(facts, indent=2))
@@ -273,21 +284,23 @@ def info(index_dir, as_json) -> None:
 @click.option("--repair", is_flag=True, help="Re-embed items whose vector is missing, drop orphans, rewrite the vector files.")
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@collection_option
 @click.pass_context
-def verify(ctx, index_dir, repair, device, as_json) -> None:
+def verify(ctx, index_dir, repair, device, as_json, collection=None) -> None:
     """Check that the vector files and the database agree (exit 1 if problems remain)."""
     from mmsearch.verify import repair_index, verify_index
 
     s = _settings(index_dir=index_dir, device=device)
+    place = where(s, collection)
     if repair:
         from mmsearch.encoders import load_encoder
 
         report = repair_index(
-            s.index_dir, lambda spec: load_encoder(spec, s.device, s.batch_size, s.effective_threads()), max_pixels=s.max_image_pixels,
-            database_url=s.database(),
+            place.path, lambda spec: load_encoder(spec, s.device, s.batch_size, s.effective_threads()), max_pixels=s.max_image_pixels,
+            database_url=place.database_url,
         )
     else:
-        report = verify_index(s.index_dir, s.database())
+        report = verify_index(place.path, place.database_url)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -372,6 +385,9 @@ def eval_command(manifest, model, baseline, ks, json_out, index_dir, batch_size,
         click.echo(format_breakdown(result))
     if json_out:
         json_out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+
+
+main.add_command(collections_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

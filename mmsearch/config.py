@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     # Keep the metadata in this database (SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host/db) instead
     # of <index-dir>/items.sqlite: several API replicas can then share one catalogue. Secret: never shown.
     database_url: SecretStr | None = None
+    # Write API (PUT /v1/items/{key}, bulk): image URLs the server fetches. Non-public addresses (private,
+    # loopback, link-local such as 169.254.169.254...) are refused unless inside one of these comma-separated
+    # networks, e.g. "10.1.0.0/16" for an internal image host (see mmsearch.api.fetch).
+    fetch_allow_networks: str = ""
+    fetch_timeout: float = Field(10.0, gt=0, le=300)
+    fetch_max_redirects: int = Field(3, ge=0, le=10)
+    # Largest NDJSON body of POST /v1/items:bulk (other requests keep max_upload_bytes).
+    max_bulk_bytes: int = Field(256 * 1024 * 1024, ge=1)
 
     def effective_threads(self) -> int:
         return self.threads or (os.cpu_count() or 1)

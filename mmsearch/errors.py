@@ -45,6 +45,22 @@ class ItemNotFoundError(MmsearchError):
     """No item has the requested id."""
 
 
+class ImageFetchError(InvalidQueryError):
+    """An item's image URL was refused (non-public address, too large, not an image...) or could not be fetched."""
+
+
+class CollectionNotFoundError(ItemNotFoundError):
+    """No collection of that name is served here."""
+
+
+class CollectionExistsError(InvalidQueryError):
+    """A collection of that name already exists."""
+
+
+class IndexBusyError(MmsearchError):
+    """Another writer (an index run, a server's writer) holds the index's write lock."""
+
+
 class SourceError(MmsearchError):
     """A folder or manifest to index cannot be read."""
 

@@ -35,12 +35,7 @@ class IndexWriter:
         if not items:
             return []
         ids = self.store.write_batch(items, vectors)
-        for modality in {item.modality for item in items}:
-            rows = [i for i, item in enumerate(items) if item.modality == modality]
-            replaced = [ids[i] for i in rows if items[i].id is not None]
-            index = self.indexes[modality]
-            index.remove(np.array(replaced, dtype=np.int64))
-            index.add(np.array([ids[i] for i in rows], dtype=np.int64), vectors[rows])
+        self._add_vectors(items, ids, vectors)
         return ids
 
     def update(self, changes: Sequence[tuple[int, dict]]) -> None:
@@ -51,6 +46,26 @@ class IndexWriter:
         if not records:
             return
         self.store.delete_items([r.id for r in records])
+        self._remove_vectors(records)
+
+    def apply(self, items: Sequence[NewItem], vectors: np.ndarray, updates: Sequence[tuple[int, dict]],
+              deletes: Sequence[ItemRecord]) -> list[int]:
+        """Deletes, metadata updates and new/re-embedded items as ONE store transaction (the HTTP write
+        API acknowledges a write once it is committed: it must be there whole or not at all)."""
+        ids = self.store.apply_changes(items, vectors, updates, [r.id for r in deletes])
+        self._remove_vectors(deletes)
+        self._add_vectors(items, ids, vectors)
+        return ids
+
+    def _add_vectors(self, items: Sequence[NewItem], ids: Sequence[int], vectors: np.ndarray) -> None:
+        for modality in {item.modality for item in items}:
+            rows = [i for i, item in enumerate(items) if item.modality == modality]
+            replaced = [ids[i] for i in rows if items[i].id is not None]
+            index = self.indexes[modality]
+            index.remove(np.array(replaced, dtype=np.int64))
+            index.add(np.array([ids[i] for i in rows], dtype=np.int64), vectors[rows])
+
+    def _remove_vectors(self, records: Sequence[ItemRecord]) -> None:
         for modality in {r.modality for r in records}:
             self.indexes[modality].remove(np.array([r.id for r in records if r.modality == modality], dtype=np.int64))
 

@@ -4,7 +4,6 @@ collection, every route declaring the scope it needs, /metrics per route templat
 from __future__ import annotations
 
 import re
-import threading
 import time
 
 import pytest
@@ -91,7 +90,7 @@ def _wait_for(condition, seconds: float = 10) -> None:
 def _operations(c: TestClient) -> list[tuple[str, str]]:
     """Every (method, concrete path) in the OpenAPI schema, path parameters filled (collection: default)."""
     image_id = next(r.id for r in c.app.state.searcher.store.all_items() if r.modality == "image")
-    fill = {"collection": "default"}
+    fill = {"collection": "default", "name": "default"}
     return [(method, re.sub(r"\{([^}]+)\}", lambda m: fill.get(m.group(1), str(image_id)), path))
             for path, methods in c.app.openapi()["paths"].items() for method in methods]
 
@@ -125,21 +124,21 @@ def test_scopes_are_ordered_on_routes(served):
     c = make()
     extra = APIRouter()
 
-    @extra.put("/v1/collections/{collection}/items/{key}", dependencies=[Depends(require(Scope.WRITE))])
-    async def put_item(collection: str, key: str) -> dict:
+    @extra.put("/scope-test/{name}/items/{key}", dependencies=[Depends(require("write"))])
+    async def put_item(name: str, key: str) -> dict:
         return {"ok": True}
 
-    @extra.delete("/v1/collections/{collection}", dependencies=[Depends(require(Scope.ADMIN))])
-    async def drop(collection: str) -> dict:
+    @extra.delete("/scope-test/{name}", dependencies=[Depends(require(Scope.ADMIN))])
+    async def drop(name: str) -> dict:
         return {"ok": True}
 
     c.app.include_router(extra)
     expected = {Scope.READ: (403, 403), Scope.WRITE: (200, 403), Scope.ADMIN: (200, 200)}
     for scope, (write_status, admin_status) in expected.items():
         headers = {API_KEY_HEADER: secrets[scope]}
-        assert c.put("/v1/collections/shop/items/sku-1", headers=headers).status_code == write_status, scope
-        assert c.delete("/v1/collections/shop", headers=headers).status_code == admin_status, scope
-        assert c.put("/v1/collections/other/items/sku-1", headers=headers).status_code == 403, scope
+        assert c.put("/scope-test/shop/items/sku-1", headers=headers).status_code == write_status, scope
+        assert c.delete("/scope-test/shop", headers=headers).status_code == admin_status, scope
+        assert c.put("/scope-test/other/items/sku-1", headers=headers).status_code == 403, scope
 
 
 def test_a_route_without_a_scope_stops_the_server(served):
@@ -233,37 +232,21 @@ def test_query_embedding_cache_skips_the_model_for_repeats(tiny_encoder):
     assert (cached.encode_texts(["red apple"])[0] == first[0]).all() and first[0].any()
 
 
-def test_readiness_waits_for_the_model_while_liveness_answers(indexed, tiny_encoder, monkeypatch):
+def test_readiness_is_separate_from_liveness(served):
+    _, make = served
+    c = make()
+    assert c.get("/healthz").json() == {"status": "ok"}
+    assert c.get("/readyz").json() == {"status": "ready", "checks": {"index": True, "model": True}}
+    c.app.state.readiness_checks["writer"] = lambda: False  # a part of the app that is not ready
+    r = c.get("/readyz")
+    assert r.status_code == 503 and r.json()["checks"]["writer"] is False and r.json()["status"] == "not ready"
+    assert c.get("/healthz").status_code == 200  # alive all the same: no restart for a dependency
+
+
+def test_readiness_before_the_collections_open(indexed, tiny_encoder):
     _, _, index_dir, _ = indexed
-    release = threading.Event()
-    import mmsearch.encoders as encoders
-
-    def slow_load(*args, **kwargs):
-        release.wait(30)
-        return tiny_encoder
-
-    monkeypatch.setattr(encoders, "load_encoder", slow_load)
-    with TestClient(create_app(Settings(index_dir=index_dir))) as c:
-        assert c.get("/healthz").status_code == 200
-        r = c.get("/readyz")
-        assert r.status_code == 503 and r.json()["checks"] == {"index": True, "model": False}
-        assert c.get("/v1/info").status_code == 200  # the open index already answers what needs no model
-        release.set()
-        _wait_for(lambda: c.get("/readyz").status_code == 200)
-        assert c.get("/readyz").json() == {"status": "ready", "checks": {"index": True, "model": True}}
-        assert _search(c, None).status_code == 200
-
-
-def test_readiness_reports_a_failed_model_load(indexed, monkeypatch):
-    _, _, index_dir, _ = indexed
-    import mmsearch.encoders as encoders
-
-    def broken(*args, **kwargs):
-        raise OSError("weights missing at /opt/secret/weights.safetensors")
-
-    monkeypatch.setattr(encoders, "load_encoder", broken)
-    with TestClient(create_app(Settings(index_dir=index_dir))) as c:
-        _wait_for(lambda: "error" in c.get("/readyz").json())
-        r = c.get("/readyz")
-        assert r.status_code == 503 and "failed to load" in r.json()["error"] and "/opt/secret" not in r.text
-        assert c.get("/healthz").status_code == 200
+    app = create_app(Settings(index_dir=index_dir), searcher=Searcher(index_dir, tiny_encoder))
+    c = TestClient(app)  # no lifespan run: nothing opened yet
+    assert c.get("/healthz").status_code == 200
+    r = c.get("/readyz")
+    assert r.status_code == 503 and r.json()["checks"] == {"index": False, "model": False}

@@ -77,6 +77,12 @@ def _request(client: TestClient, method: str, path: str, **kwargs):
         kwargs.setdefault("json", {"text": "trains"})
     if method == "post" and path == "/v1/search/image":
         kwargs.setdefault("files", {"file": ("q.png", png_bytes(), "image/png")})
+    if method == "put" and path.startswith("/v1/items/"):
+        kwargs.setdefault("json", {"text": "a written item"})
+    if method == "delete" and path.startswith("/v1/items/"):  # something to delete
+        client.put(path, json={"text": "an item to delete"}, headers=kwargs.get("headers"))
+    if method == "post" and path == "/v1/items:bulk":
+        kwargs.setdefault("content", b'{"key": "bulk-1", "text": "a bulk item"}\n')
     return client.request(method.upper(), path, **kwargs)
 
 

@@ -343,3 +343,52 @@ def test_api_keys_live_in_the_shared_database(tmp_path, pg_url):
     assert not (tmp_path / "replica-a" / KEYS_FILE).exists() and not (tmp_path / "replica-b" / KEYS_FILE).exists()
     admin_side.close()
     replica.store.close()
+
+def test_collections_and_writes_on_postgres(tmp_path, corpus, tiny_encoder, pg_url):
+    """Named collections get schemas of their own in the one database: written over the API, isolated from
+    each other and from the default collection, seen by a replica, and gone with their schema when dropped."""
+    from mmsearch.api import create_app
+    from mmsearch.client import ApiError, Client
+    from mmsearch.config import Settings
+    from mmsearch.encoders import TEST_MODEL
+    from mmsearch.storage.database import writer_lock_key
+    from mmsearch.storage.collections import place
+
+    root, _ = corpus
+    run_index(root, tmp_path / "index", tiny_encoder, database_url=pg_url)
+    common = dict(database_url=pg_url, reload_interval=0, device="cpu", threads=1, model=TEST_MODEL)
+    with TestClient(create_app(Settings(index_dir=tmp_path / "index", **common))) as http:
+        api = Client(http=http)
+        assert api.upsert("plain", text="a default collection item")["status"] == "created"  # the write API on PostgreSQL
+        for name in ("shop_a", "shop_b"):
+            api.create_collection(name)
+            assert api.collection(name).bulk([{"key": f"sku-{i}", "text": f"{name} product {i}", "metadata": {"shop": name}}
+                                               for i in range(5)]).counts == {"created": 5}
+        for name in ("shop_a", "shop_b"):
+            hits = api.collection(name).search("shop_a product 3", target="all", k=50)
+            assert {h["metadata"]["shop"] for h in hits} == {name} and len(hits) == 5
+        assert "shop" not in str(api.search("shop_a product 3", target="all", k=50))
+        engine_url = pg_url
+        from sqlalchemy import create_engine
+
+        engine = create_engine(engine_url)
+        with engine.connect() as conn:
+            schemas = {r[0] for r in conn.execute(sql("SELECT schema_name FROM information_schema.schemata"))}
+            assert {"mmsearch_shop_a", "mmsearch_shop_b"} <= schemas
+            assert conn.execute(sql("SELECT count(*) FROM mmsearch_shop_a.items")).scalar() == 5
+        assert len({writer_lock_key(place(tmp_path / "index", n, pg_url).database_url or pg_url) for n in ("default", "shop_a", "shop_b")}) == 3
+
+        # a replica with a directory of its own serves the same collections from the database
+        with TestClient(create_app(Settings(index_dir=tmp_path / "replica", **common))) as other:
+            replica = Client(http=other)
+            assert [c["name"] for c in replica.collections()] == ["default", "shop_a", "shop_b"]
+            assert replica.collection("shop_b").get("sku-2")["items"][0]["text"] == "shop_b product 2"
+
+        api.drop_collection("shop_a")
+        with engine.connect() as conn:
+            schemas = {r[0] for r in conn.execute(sql("SELECT schema_name FROM information_schema.schemata"))}
+        assert "mmsearch_shop_a" not in schemas and "mmsearch_shop_b" in schemas
+        engine.dispose()
+        with pytest.raises(ApiError) as gone:
+            api.collection("shop_a").search("product")
+        assert gone.value.status == 404

@@ -1,9 +1,5 @@
-"""FastAPI app factory.
-
-The index opens at startup (a missing or broken index stops the server with one clear error); the
-model then loads in the background, so ``/healthz`` answers at once and ``/readyz`` turns 200 when the
-model is in memory. API keys are re-read every few seconds off the event loop.
-"""
+"""FastAPI app factory. The collections (indexes and models) open once, at startup (lifespan); API keys
+are re-read every few seconds off the event loop."""
 
 from __future__ import annotations
 
@@ -19,14 +15,16 @@ from mmsearch.api.auth import check_every_route_guarded
 from mmsearch.api.errors import install_error_handlers
 from mmsearch.api.health import health_router, open_paths
 from mmsearch.api.observe import MetricsMiddleware, app_registry
+from mmsearch.api.registry import CollectionRegistry
 from mmsearch.api.routes import router
+from mmsearch.api.routes_collections import install_collections
+from mmsearch.api.routes_items import router as items_router
 from mmsearch.api.routes_shop import install_shop
-from mmsearch.api.security import install_security, redact_paths
-from mmsearch.batching import BatchingEncoder
+from mmsearch.api.security import install_security
 from mmsearch.config import Settings, get_settings
-from mmsearch.querycache import CachedTextEncoder
 from mmsearch.search import Searcher
 from mmsearch.storage.apikeys import KeyRing, KeyStore
+from mmsearch.storage.collections import DEFAULT
 from mmsearch.threads import configure_serving
 
 log = logging.getLogger(__name__)
@@ -38,32 +36,6 @@ def _limit_threadpool(threads: int) -> None:
     import anyio.to_thread
 
     anyio.to_thread.current_default_thread_limiter().total_tokens = max(1, threads)
-
-
-def _serving_encoder(settings: Settings):
-    """The model's front in a server: repeated text queries from the cache, concurrent calls batched."""
-    def wrap(encoder):
-        batching = BatchingEncoder(encoder)
-        return CachedTextEncoder(batching, settings.query_cache_size) if settings.query_cache_size else batching
-    return wrap
-
-
-def _prepare_model(searcher: Searcher, settings: Settings) -> int:
-    """Blocking: load the model, put the serving fronts before it, size the thread pools.
-    -> how many request threads may run at once."""
-    searcher.wrap_encoder(_serving_encoder(settings))
-    searcher.batch_text_queries()  # concurrent text searches share one model call and one vector search
-    # after the model load (which sizes torch's pool for batch work), see mmsearch.threads
-    return configure_serving(settings.threads).request_threads
-
-
-async def _load_model(app: FastAPI, settings: Settings) -> None:
-    try:
-        _limit_threadpool(await asyncio.to_thread(_prepare_model, app.state.searcher, settings))
-        log.info("model loaded; ready")
-    except Exception as exc:  # the server stays up (liveness) and says why it is not ready
-        app.state.load_error = f"the model failed to load: {redact_paths(str(exc))}"
-        log.exception("the model failed to load")
 
 
 async def _refresh_keys(keyring: KeyRing, every: float) -> None:
@@ -80,28 +52,25 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        check_every_route_guarded(app, unguarded)
-        own = app.state.searcher is None
-        if own:
-            app.state.searcher = Searcher(
-                settings.index_dir, device=settings.device, threads=settings.effective_threads(), reload_interval=settings.reload_interval,
-                mmap=settings.mmap_index, faiss_device=settings.faiss_device, database_url=settings.database(),
-            )
-        background = [asyncio.create_task(_refresh_keys(keyring, max(MIN_KEY_REFRESH_SECONDS, settings.reload_interval)))]
-        if own:
-            background.append(asyncio.create_task(_load_model(app, settings)))
-        log.info("serving %s", settings.index_dir)
+        check_every_route_guarded(app, unguarded)  # a route without a scope would be open to every key
+        # Every collection opens now (its model loaded once, shared by collections of the same model; concurrent
+        # queries share batched model calls and vector searches), not on the first request.
+        registry = CollectionRegistry(settings, default_searcher=app.state.searcher)
+        app.state.collections = registry
+        registry.open_all()
+        if app.state.searcher is None and DEFAULT in registry.names():
+            app.state.searcher = registry.get(DEFAULT).searcher
+        # after the model load (which sizes torch's pool for batch work), see mmsearch.threads
+        _limit_threadpool(configure_serving(settings.threads).request_threads)
+        refresh = asyncio.create_task(_refresh_keys(keyring, max(MIN_KEY_REFRESH_SECONDS, settings.reload_interval)))
+        log.info("serving %s (collections: %s)", settings.index_dir, ", ".join(registry.names()) or "none yet")
         try:
             yield
         finally:
-            for task in background:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            if own:
-                if app.state.searcher.model_loaded:
-                    app.state.searcher.encoder.close()
-                app.state.searcher.close()
+            refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresh
+            registry.close()
             keyring.store.close()
 
     app = FastAPI(title="mmsearch", version=__version__, lifespan=lifespan,
@@ -109,8 +78,7 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     app.state.settings = settings
     app.state.searcher = searcher
     app.state.keyring = keyring
-    app.state.readiness_checks = {}  # name -> () -> bool, for parts that add their own (e.g. collections)
-    app.state.load_error = None
+    app.state.readiness_checks = {}  # name -> () -> bool, for parts that add their own
     app.state.metrics_registry = app_registry(app)
     install_error_handlers(app)
     install_security(app, settings, keyring, unguarded)
@@ -118,4 +86,6 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     app.include_router(health_router(settings.metrics_public))
     app.include_router(router)
     install_shop(app)
+    app.include_router(items_router)
+    install_collections(app)  # after every /v1 route: each is mirrored under /v1/collections/{name}
     return app

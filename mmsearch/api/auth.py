@@ -28,7 +28,7 @@ from mmsearch.storage.apikeys import ApiKey, KeyRing, Scope
 
 API_KEY_HEADER = "X-API-Key"
 DEFAULT_COLLECTION = "default"  # what the routes without a collection in their path serve
-COLLECTION_PARAM = "collection"  # the path parameter naming a collection
+COLLECTION_PARAMS = ("name", "collection")  # path parameters naming a collection (/v1/collections/{name}/...)
 _SCOPE_KEY = "mmsearch.api_key"  # where the middleware leaves the authenticated key in the ASGI scope
 _HEADER = API_KEY_HEADER.lower().encode()
 _BEARER = b"bearer "
@@ -93,15 +93,17 @@ def authorize(request: Request, needed: Scope, collection: str | None) -> ApiKey
 
 
 def require(scope: Scope, *, server_wide: bool = False) -> Callable:
-    """A dependency for a route that needs ``scope``: on the collection in its ``{collection}`` path
-    parameter, else on the default collection; ``server_wide`` routes (``/metrics``) need a global key.
+    """A dependency for a route that needs ``scope`` ("read", "write", "admin" or a Scope): on the
+    collection in its ``{name}`` (or ``{collection}``) path parameter, else on the default collection;
+    ``server_wide`` routes (``/metrics``) need a global key.
 
-        @router.put("/v1/collections/{collection}/items/{key}", dependencies=[Depends(require(Scope.WRITE))])
+        @router.put("/v1/collections/{name}/items/{key}", dependencies=[Depends(require("write"))])
     """
     needed = Scope(scope)
 
     async def check_api_key(request: Request) -> ApiKey | None:  # async: a dict lookup, no thread hop
-        collection = None if server_wide else request.path_params.get(COLLECTION_PARAM, DEFAULT_COLLECTION)
+        collection = None if server_wide else next(
+            (request.path_params[p] for p in COLLECTION_PARAMS if p in request.path_params), DEFAULT_COLLECTION)
         return authorize(request, needed, collection)
 
     check_api_key.required_scope = needed  # type: ignore[attr-defined]

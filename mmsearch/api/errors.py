@@ -10,11 +10,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mmsearch.api.security import redact_paths
-from mmsearch.errors import InvalidQueryError, ItemNotFoundError, MmsearchError, PayloadTooLargeError
+from mmsearch.errors import CollectionExistsError, InvalidQueryError, ItemNotFoundError, MmsearchError, PayloadTooLargeError
 
 log = logging.getLogger(__name__)
 
-STATUS = {PayloadTooLargeError: 413, InvalidQueryError: 422, ItemNotFoundError: 404}
+STATUS = {PayloadTooLargeError: 413, CollectionExistsError: 409, InvalidQueryError: 422, ItemNotFoundError: 404}
 
 
 def _status_for(exc: MmsearchError) -> int:

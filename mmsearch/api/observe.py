@@ -16,6 +16,7 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
+from mmsearch.api.health import served_searchers
 from mmsearch.metrics import IN_FLIGHT, IndexCollector, IndexFacts, record_request
 
 UNMATCHED = "unmatched"
@@ -69,21 +70,19 @@ class MetricsMiddleware:
             record_request(route_label(self.fastapi_app, scope), scope.get("method", ""), status, time.perf_counter() - started)
 
 
-def default_collection_facts(app: FastAPI) -> Mapping[str, IndexFacts]:
-    """Items and generation of the index the single-index routes serve (nothing while it loads)."""
-    from mmsearch.api.auth import DEFAULT_COLLECTION
-
-    searcher = app.state.searcher
-    if searcher is None:
-        return {}
-    facts = searcher.info()
-    return {DEFAULT_COLLECTION: {"counts": facts["counts"], "generation": facts["generation"]}}
+def collection_facts(app: FastAPI) -> Mapping[str, IndexFacts]:
+    """Items and generation of every served collection (nothing before startup has opened them)."""
+    facts = {}
+    for name, searcher in (served_searchers(app) or {}).items():
+        info = searcher.info()
+        facts[name] = {"counts": info["counts"], "generation": info["generation"]}
+    return facts
 
 
 def app_registry(app: FastAPI) -> CollectorRegistry:
     """The metrics that belong to this app's indexes, read at scrape time from every source in
-    ``app.state.index_fact_sources`` (the default collection's; others may append theirs)."""
-    sources: list[Callable[[], Mapping[str, IndexFacts]]] = [lambda: default_collection_facts(app)]
+    ``app.state.index_fact_sources`` (the served collections'; others may append theirs)."""
+    sources: list[Callable[[], Mapping[str, IndexFacts]]] = [lambda: collection_facts(app)]
     app.state.index_fact_sources = sources
 
     def facts() -> dict[str, IndexFacts]:
@@ -97,4 +96,4 @@ def app_registry(app: FastAPI) -> CollectorRegistry:
     return registry
 
 
-__all__ = ["MetricsMiddleware", "app_registry", "default_collection_facts", "route_label"]
+__all__ = ["MetricsMiddleware", "app_registry", "collection_facts", "route_label"]

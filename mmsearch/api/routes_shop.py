@@ -3,10 +3,6 @@ catalogue's fields (``GET /v1/fields``) and the search page (``/``)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
-import re
 from importlib import resources
 from typing import Any, Literal
 
@@ -15,8 +11,8 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from mmsearch.imaging.decode import DecodeError, open_image
 from mmsearch.api.deps import get_app_settings, get_searcher
+from mmsearch.api.images import base64_bytes, decode_upload
 from mmsearch.api.schemas import ErrorOut, json_response
 from mmsearch.api.security import Scope, require
 from mmsearch.config import Settings
@@ -29,7 +25,6 @@ from mmsearch.storage.store import MODALITIES
 
 router = APIRouter(dependencies=[Depends(require(Scope.READ))])  # product search reads the default collection
 ERRORS = {404: {"model": ErrorOut}, 422: {"model": ErrorOut}}
-_DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 
 
 class TermIn(BaseModel):
@@ -96,19 +91,7 @@ class FieldsResponse(BaseModel):
 
 
 def _decode_image(data_b64: str, settings: Settings):
-    payload = _DATA_URL.sub("", data_b64.strip(), count=1)
-    if len(payload) * 3 // 4 > settings.max_upload_bytes:
-        raise InvalidQueryError(f"image is larger than {settings.max_upload_bytes} bytes")
-    try:
-        data = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidQueryError("image_b64 is not valid base64") from exc
-    if not data:
-        raise InvalidQueryError("image is empty")
-    try:
-        return open_image(io.BytesIO(data), settings.max_image_pixels)
-    except DecodeError as exc:
-        raise InvalidQueryError(f"image is not readable: {exc}") from exc
+    return decode_upload(base64_bytes(data_b64, settings.max_upload_bytes), settings.max_image_pixels)
 
 
 def _terms(body: QueryRequest, settings: Settings) -> list[Term]:

@@ -25,6 +25,7 @@ from mmsearch.storage.apikeys import KeyRing, Scope
 
 log = logging.getLogger(__name__)
 
+BULK_SUFFIX = ":bulk"  # POST /v1/items:bulk (and per collection): NDJSON bodies of many items
 # Room for multipart boundaries and the small form fields next to an uploaded file.
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -42,19 +43,22 @@ class _BodyTooLarge(Exception):
 
 
 class BodySizeLimitMiddleware:
-    """Refuse request bodies above ``max_bytes`` with 413, whether declared up front or streamed."""
+    """Refuse request bodies above ``max_bytes`` with 413, whether declared up front or streamed.
+    Bulk write requests (paths ending in ``:bulk``) have their own, larger ``bulk_max_bytes``."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, bulk_max_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.bulk_max_bytes = bulk_max_bytes or max_bytes
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.bulk_max_bytes if str(scope.get("path", "")).endswith(BULK_SUFFIX) else self.max_bytes
         declared = next((v for k, v in scope.get("headers", []) if k == b"content-length"), None)
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._refuse(send, limit)
             return
         seen, exceeded, started = 0, False, False
 
@@ -63,7 +67,7 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     exceeded = True
                     raise _BodyTooLarge()
             return message
@@ -80,10 +84,10 @@ class BodySizeLimitMiddleware:
         except _BodyTooLarge:
             pass
         if exceeded and not started:
-            await self._refuse(send)
+            await self._refuse(send, limit)
 
-    async def _refuse(self, send: Send) -> None:
-        await send_json(send, 413, {"error": f"request body is larger than {self.max_bytes} bytes"})
+    async def _refuse(self, send: Send, limit: int) -> None:
+        await send_json(send, 413, {"error": f"request body is larger than {limit} bytes"})
 
 
 class TimeoutMiddleware:
@@ -146,7 +150,8 @@ def install_security(app: FastAPI, settings: Settings, keyring: KeyRing, open_pa
     while no key exists, and starts checking as soon as one is created (see mmsearch.api.auth)."""
     if settings.request_timeout > 0:
         app.add_middleware(TimeoutMiddleware, seconds=settings.request_timeout, open_paths=open_paths)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+                       bulk_max_bytes=settings.max_bulk_bytes)
     app.add_middleware(AuthMiddleware, keyring=keyring, open_paths=open_paths)
     if keyring.enabled:
         declare_api_key(app, open_paths)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import zlib
 from typing import Iterator
 
 from sqlalchemy import create_engine, inspect, text
@@ -19,7 +20,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import NullPool
 
-from mmsearch.errors import ConfigError, DatabaseUnavailableError, MmsearchError
+from mmsearch.errors import ConfigError, DatabaseUnavailableError, IndexBusyError
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,15 @@ def write_state(url: str, key: str, value: str) -> None:
         engine.dispose()
 
 
+def writer_lock_key(url: str) -> int:
+    """One writer lock per catalogue: a collection's own schema (mmsearch.collections, named in the URL's
+    ``options``) gets a key of its own, so runs on two collections of one database do not exclude each other."""
+    options = parse(url).query.get("options")
+    if not options:
+        return WRITER_LOCK_KEY
+    return WRITER_LOCK_KEY ^ zlib.crc32(str(options).encode("utf-8"))
+
+
 @contextlib.contextmanager
 def writer_lock(url: str | None) -> Iterator[None]:
     """On PostgreSQL, a session advisory lock held for the whole index run: two runs on different
@@ -119,13 +129,14 @@ def writer_lock(url: str | None) -> Iterator[None]:
     engine = _short_engine(url)
     try:
         with reaching(url), engine.connect() as conn:
-            if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": WRITER_LOCK_KEY}).scalar():
-                raise MmsearchError(f"another `mmsearch index` run is writing the catalogue {redact(url)}; wait for it to finish")
+            key = writer_lock_key(url)
+            if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                raise IndexBusyError(f"another `mmsearch index` run is writing the catalogue {redact(url)}; wait for it to finish")
             conn.commit()
             try:
                 yield
             finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": WRITER_LOCK_KEY})
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                 conn.commit()
     finally:
         engine.dispose()

@@ -32,7 +32,7 @@ from sqlalchemy.exc import DatabaseError
 from mmsearch.storage import database as db
 from mmsearch.storage.checksums import check_file, check_signature, file_signature
 from mmsearch.hashing import sha256_file
-from mmsearch.errors import ConfigError, IndexCorruptError, IndexNotFoundError, ModelMismatchError, MmsearchError
+from mmsearch.errors import ConfigError, IndexBusyError, IndexCorruptError, IndexNotFoundError, ModelMismatchError
 from mmsearch.vectors.index import DEFAULT_FACTORY, VectorIndex
 from mmsearch.storage.store import MODALITIES, Store
 
@@ -256,7 +256,7 @@ class IndexDir:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as exc:
-                raise MmsearchError(f"another `mmsearch index` run is writing {self.path}; wait for it to finish") from exc
+                raise IndexBusyError(f"another `mmsearch index` run is writing {self.path}; wait for it to finish") from exc
             with db.writer_lock(self.database_url):  # PostgreSQL: one writer per catalogue across machines
                 yield
         finally:

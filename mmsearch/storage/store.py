@@ -261,6 +261,20 @@ class Store:
                     out[row.id] = ItemRecord.of(row)
         return out
 
+    def get_by_keys(self, keys: Iterable[str]) -> dict[str, ItemRecord]:
+        """The items stored under these keys (those that exist), by key."""
+        out: dict[str, ItemRecord] = {}
+        with self._session() as s:
+            for chunk in id_chunks(list(dict.fromkeys(keys))):
+                for row in s.scalars(select(Item).where(Item.key.in_(chunk))):
+                    out[row.key] = ItemRecord.of(row)
+        return out
+
+    def count_with_path(self, path: str) -> int:
+        """How many items read their content from this file (an uploaded image may back several)."""
+        with self._session() as s:
+            return int(s.scalar(select(func.count(Item.id)).where(Item.path == path)) or 0)
+
     def all_items(self) -> list[ItemRecord]:
         with self._session() as s:
             return [ItemRecord.of(r) for r in s.scalars(select(Item).order_by(Item.id))]
@@ -333,30 +347,57 @@ class Store:
 
     def write_batch(self, items: Sequence[NewItem], vectors: np.ndarray) -> list[int]:
         """Insert new items (or re-embed existing ids) with their vectors, atomically. -> ids in order."""
+        return self.apply_changes(items, vectors)
+
+    def update_items(self, changes: Sequence[tuple[int, dict]]) -> None:
+        """Change metadata (key, path, caption, mtime...) without touching vectors: moves and renames."""
+        self.apply_changes(updates=changes)
+
+    def delete_items(self, ids: Sequence[int]) -> None:
+        self.apply_changes(delete_ids=ids)
+
+    def apply_changes(self, items: Sequence[NewItem] = (), vectors: np.ndarray | None = None,
+                      updates: Sequence[tuple[int, dict]] = (), delete_ids: Sequence[int] = ()) -> list[int]:
+        """Deletes, metadata updates and new/re-embedded items with their vectors in ONE transaction
+        (one generation bump): a write acknowledged to a client is all there or, after a crash, not
+        at all. -> the ids of ``items``, in order."""
+        if vectors is None:
+            vectors = np.zeros((0, 0), dtype=np.float32)
         if len(items) != len(vectors):
             raise ValueError("one vector per item is required")
+        if not (items or updates or delete_ids):
+            return []
         with self._session.begin() as s:
             serialize_write(s.connection())
-            new_ids = self._take_ids(s, sum(item.id is None for item in items))
-            ids = [next(new_ids) if item.id is None else int(item.id) for item in items]
-            now = time.time()
-            rows = [dict(id=item_id, key=item.key, modality=item.modality, path=item.path, sha256=item.sha256, size=item.size,
-                         mtime=item.mtime, text=item.text, meta=item.meta, indexed_at=now) for item_id, item in zip(ids, items)]
-            # Bulk statements (executemany), not one ORM flush per item: ~2 ms per item before, which capped
-            # a single writer at ~450 items/s whatever the encoders upstream could do.
-            inserted = [row for row, item in zip(rows, items) if item.id is None]
-            changed = [row for row, item in zip(rows, items) if item.id is not None]
-            if inserted:
-                s.execute(insert(Item), inserted)
-            if changed:
-                s.execute(update(Item), changed)
-                self._delete_in_chunks(s, Embedding.item_id, [row["id"] for row in changed])
-            if ids:
-                s.execute(insert(Embedding), [
-                    {"item_id": item_id, "vector": np.asarray(vec, dtype=np.float32).tobytes()} for item_id, vec in zip(ids, vectors)
-                ])
-            self._delete_in_chunks(s, Failure.key, [item.key for item in items])
+            if delete_ids:
+                ids = [int(i) for i in delete_ids]
+                self._delete_in_chunks(s, Embedding.item_id, ids)
+                self._delete_in_chunks(s, Item.id, ids)
+            if updates:
+                self._update_rows(s, updates)
+            written = self._write_rows(s, items, vectors) if items else []
             self._bump(s)
+        return written
+
+    def _write_rows(self, s: Session, items: Sequence[NewItem], vectors: np.ndarray) -> list[int]:
+        new_ids = self._take_ids(s, sum(item.id is None for item in items))
+        ids = [next(new_ids) if item.id is None else int(item.id) for item in items]
+        now = time.time()
+        rows = [dict(id=item_id, key=item.key, modality=item.modality, path=item.path, sha256=item.sha256, size=item.size,
+                     mtime=item.mtime, text=item.text, meta=item.meta, indexed_at=now) for item_id, item in zip(ids, items)]
+        # Bulk statements (executemany), not one ORM flush per item: ~2 ms per item before, which capped
+        # a single writer at ~450 items/s whatever the encoders upstream could do.
+        inserted = [row for row, item in zip(rows, items) if item.id is None]
+        changed = [row for row, item in zip(rows, items) if item.id is not None]
+        if inserted:
+            s.execute(insert(Item), inserted)
+        if changed:
+            s.execute(update(Item), changed)
+            self._delete_in_chunks(s, Embedding.item_id, [row["id"] for row in changed])
+        s.execute(insert(Embedding), [
+            {"item_id": item_id, "vector": np.asarray(vec, dtype=np.float32).tobytes()} for item_id, vec in zip(ids, vectors)
+        ])
+        self._delete_in_chunks(s, Failure.key, [item.key for item in items])
         return ids
 
     @staticmethod
@@ -365,30 +406,15 @@ class Store:
         for chunk in id_chunks(values):
             s.execute(delete(column.class_).where(column.in_(chunk)))
 
-    def update_items(self, changes: Sequence[tuple[int, dict]]) -> None:
-        """Change metadata (key, path, caption, mtime...) without touching vectors: moves and renames."""
-        if not changes:
-            return
-        with self._session.begin() as s:
-            serialize_write(s.connection())
-            # Two renames can swap keys; park every moved key on a unique placeholder first.
-            for item_id, fields in changes:
-                if "key" in fields:
-                    s.execute(update(Item).where(Item.id == item_id).values(key=f"\x00moving:{item_id}"))
-            s.flush()
-            for item_id, fields in changes:
-                s.execute(update(Item).where(Item.id == item_id).values(**fields))
-            self._bump(s)
-
-    def delete_items(self, ids: Sequence[int]) -> None:
-        if not ids:
-            return
-        with self._session.begin() as s:
-            serialize_write(s.connection())
-            ids = [int(i) for i in ids]
-            self._delete_in_chunks(s, Embedding.item_id, ids)
-            self._delete_in_chunks(s, Item.id, ids)
-            self._bump(s)
+    @staticmethod
+    def _update_rows(s: Session, changes: Sequence[tuple[int, dict]]) -> None:
+        # Two renames can swap keys; park every moved key on a unique placeholder first.
+        for item_id, fields in changes:
+            if "key" in fields:
+                s.execute(update(Item).where(Item.id == item_id).values(key=f"\x00moving:{item_id}"))
+        s.flush()
+        for item_id, fields in changes:
+            s.execute(update(Item).where(Item.id == item_id).values(**fields))
 
     def record_failures(self, run_id: int, failures: Sequence[tuple[str, str]]) -> None:
         if not failures:

@@ -94,14 +94,20 @@ def _engine(threads: int):
     except ImportError as exc:
         raise OcrUnavailableError(f"OCR needs the PyPI package rapidocr-onnxruntime ({exc})") from exc
     try:
+        import cv2
+
+        cv2.setNumThreads(threads)  # crops and resizes: the worker owns one core
         return RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1, print_verbose=False)
     except Exception as exc:  # a broken install: missing or unreadable model files
         raise OcrUnavailableError(f"the OCR engine cannot load its models: {type(exc).__name__}: {exc}") from exc
 
 
-def warm_up(threads: int = 1) -> None:
-    """Load the engine now (and fail now, with a clear error, if it cannot load)."""
-    _engine(threads)
+def check_available() -> None:
+    """Fail now, with a clear error, when the engine is not installed (without loading it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("rapidocr_onnxruntime") is None:
+        raise OcrUnavailableError("OCR needs the PyPI package rapidocr-onnxruntime: pip install rapidocr-onnxruntime")
 
 
 def read_text(image: Image.Image | np.ndarray, budget: OcrBudget | None = None, *, threads: int = 1) -> OcrResult:

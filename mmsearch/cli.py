@@ -245,6 +245,8 @@ def _print_hits(query: str, hits, as_json: bool) -> None:
         if len(snippet) > 80:
             snippet = snippet[:77] + "..."
         click.echo(f"{rank:>3}. {h.score:.3f} {h.modality:<5} [{h.id}] {label}" + (f"  {snippet}" if snippet else ""))
+        if h.snippet:
+            click.echo(f"       text in image: {h.snippet}")
 
 
 @main.command()

@@ -10,7 +10,7 @@ backgrounds, where Tesseract loses most words; Tesseract needs one full pass per
 text. Only RapidOCR is kept (docs/search.md has the figures).
 
 Every image gets a budget (:class:`OcrBudget`): the detector sees at most ``max_side`` pixels on the long
-side, at most ``max_lines`` lines are read (the largest ones when there are more) and reading stops at
+side (small images are enlarged to a short side of 736 within that), at most ``max_lines`` lines are read (the largest ones when there are more) and reading stops at
 ``seconds``; a result cut short says why in ``truncated``. So a page of tiny text costs bounded time and
 memory and never stalls indexing.
 
@@ -34,6 +34,7 @@ from mmsearch.errors import ConfigError
 log = logging.getLogger(__name__)
 
 MIN_SIDE = 8  # an image thinner than this holds no legible line
+DETECT_SHORT_SIDE = 736  # small images are enlarged to this short side for the detector (as RapidOCR does), within max_side
 STORED_WORDS = 1000  # word boxes kept per item (the whole text is kept whatever its length)
 
 
@@ -46,7 +47,7 @@ class OcrBudget:
     """What one image may cost. The defaults read a phone screenshot or a poster fully on one core in a
     few seconds, and stop a 4000x4000 page of tiny text after ``seconds``."""
 
-    max_side: int = 2000
+    max_side: int = 1600
     max_lines: int = 300
     seconds: float = 20.0
 
@@ -97,9 +98,21 @@ def _engine(threads: int):
         import cv2
 
         cv2.setNumThreads(threads)  # crops and resizes: the worker owns one core
-        return RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1, print_verbose=False)
+        engine = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1, print_verbose=False)
+        _scale_detection_ourselves(engine)
+        return engine
     except Exception as exc:  # a broken install: missing or unreadable model files
         raise OcrUnavailableError(f"the OCR engine cannot load its models: {type(exc).__name__}: {exc}") from exc
+
+
+def _scale_detection_ourselves(engine) -> None:
+    """The detector would enlarge any image to a short side of 736 whatever its long side (a 100x4000
+    banner would become 736x29440); :func:`read_text` picks the scale within the budget instead, and the
+    detector only rounds the sides to its multiple of 32."""
+    from rapidocr_onnxruntime.ch_ppocr_det.utils import DetPreProcess
+
+    detector = engine.text_det
+    detector.get_preprocess = lambda _longest: DetPreProcess(2**31, "max", detector.mean, detector.std)
 
 
 def check_available() -> None:
@@ -121,12 +134,13 @@ def read_text(image: Image.Image | np.ndarray, budget: OcrBudget | None = None, 
     if min(height, width) < MIN_SIDE:
         return OcrResult("", (), (width, height), 0.0)
     engine = _engine(threads)
-    scale = min(1.0, budget.max_side / max(height, width))
+    scale = min(budget.max_side / max(height, width), max(1.0, DETECT_SHORT_SIDE / min(height, width)))
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-    if scale < 1.0:
+    if scale != 1.0:
         import cv2
 
-        bgr = cv2.resize(bgr, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+        size = (max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale)))
+        bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     boxes, _ = engine.text_det(bgr)
     if boxes is None or len(boxes) == 0:
         return OcrResult("", (), (width, height), round(time.monotonic() - started, 3))
@@ -136,7 +150,7 @@ def read_text(image: Image.Image | np.ndarray, budget: OcrBudget | None = None, 
     crops, directions, _ = engine.text_cls(crops)
     flipped = [label == "180" and score > engine.text_cls.cls_thresh for label, score in directions]
     recognised, stopped = _recognise(engine, crops, started + budget.seconds)
-    truncated = stopped or truncated
+    truncated = "; ".join(r for r in (truncated, stopped) if r) or None
     lines, words = [], []
     for box, crop, flip, rec in zip(boxes, crops, flipped, recognised):
         if rec is None or rec.score < engine.text_score:
@@ -184,14 +198,13 @@ def _recognise(engine, crops: Sequence[np.ndarray], deadline: float) -> tuple[li
     """Recognise the line crops a batch at a time (similar widths together, as the engine does), stopping
     at ``deadline``: -> (a :class:`_Line` per crop, None for lines not reached; why it stopped)."""
     results: list = [None] * len(crops)
-    order = np.argsort([c.shape[1] / max(1, c.shape[0]) for c in crops])
     rec = engine.text_rec
-    step = max(1, int(rec.rec_batch_num))
     _, target_h, target_w = rec.rec_image_shape
-    for start in range(0, len(order), step):
+    done = 0
+    for chunk in _batches(crops, int(rec.rec_batch_num) * target_w / target_h):
         if time.monotonic() > deadline:
-            return results, f"time budget reached after {start} of {len(crops)} lines"
-        chunk = [int(i) for i in order[start : start + step]]
+            return results, f"time budget reached after {done} of {len(crops)} lines"
+        done += len(chunk)
         ratios = [crops[i].shape[1] / max(1, crops[i].shape[0]) for i in chunk]
         widest = max(target_w / target_h, *ratios)
         batch = np.stack([rec.resize_norm_img(crops[i], widest) for i in chunk]).astype(np.float32)
@@ -199,6 +212,21 @@ def _recognise(engine, crops: Sequence[np.ndarray], deadline: float) -> tuple[li
         for i, ratio, pred in zip(chunk, ratios, preds):
             results[i] = _decode(pred, rec.postprocess_op.character, min(1.0, ratio / widest))
     return results, None
+
+
+def _batches(crops: Sequence[np.ndarray], max_width: float) -> list[list[int]]:
+    """Crop indexes in batches of similar width (narrowest first), each batch padded to its widest line
+    costing at most ``max_width`` (in line heights) unless it is one line: the time budget is checked
+    between batches, so no batch may run long (a page-wide line of small print is 100 heights wide)."""
+    ratios = [c.shape[1] / max(1, c.shape[0]) for c in crops]
+    batches: list[list[int]] = []
+    for i in np.argsort(ratios):
+        i = int(i)
+        if batches and ratios[i] * (len(batches[-1]) + 1) <= max_width:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 def _decode(pred: np.ndarray, alphabet: Sequence[str], filled: float) -> _Line:

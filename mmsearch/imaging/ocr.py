@@ -298,7 +298,9 @@ def _words(line: _Line, axis: _ReadingAxis, size: tuple[int, int]) -> list[OcrWo
         if not re.search(r"\w", token):
             continue
         confidence = float(np.mean(line.probs[first : last + 1]))
-        box = axis.span(max(0.0, line.positions[first][0] - 0.01), min(1.0, line.positions[last][1] + 0.01), size)
+        # the recogniser emits a character around its middle: widen by half a character on each side
+        half = (line.positions[last][1] - line.positions[first][0]) / (2 * (last - first + 1))
+        box = axis.span(max(0.0, line.positions[first][0] - half), min(1.0, line.positions[last][1] + half * 0.5), size)
         words.append(OcrWord(token, box, round(confidence, 3)))
     return words
 

@@ -1,6 +1,6 @@
-"""Run every benchmark (indexing throughput, approximate search, serving under load) and print one summary.
+"""Run every benchmark (indexing throughput, approximate search, serving under load, OCR) and print one summary.
 
-    python -m bench --size smoke|full [--only index,ann,serve] [--json all.json] [--clients 16]
+    python -m bench --size smoke|full [--only index,ann,serve,ocr] [--json all.json] [--clients 16]
 
 Each part prints its own table and JSON as it finishes (see bench/README.md); the summary at the end puts
 each headline figure beside its same-run baseline, the ratio, and the target from the speed issue, so one
@@ -14,10 +14,10 @@ import os
 import sys
 from pathlib import Path
 
-from bench import ann, index_throughput, serve_load
+from bench import ann, index_throughput, ocr, serve_load
 from bench.common import emit_json, machine, print_table
 
-PARTS = ("index", "ann", "serve")
+PARTS = ("index", "ann", "serve", "ocr")
 
 
 def _index_rows(r: dict) -> list[tuple]:
@@ -52,6 +52,16 @@ def _serve_rows(r: dict, clients: int) -> list[tuple]:
              load["p50_ms"] <= 20 and load["p99_ms"] <= 60 and load["errors"] == 0)]
 
 
+def _ocr_rows(r: dict) -> list[tuple]:
+    engine, index = r["engine"], r["index"]
+    return [
+        ("ocr word recall all/upright", f"{engine['recall']}/{engine['recall_upright']}", f"{engine['words']} printed words", "",
+         ">= 0.80 / >= 0.90", engine["recall"] >= 0.80 and (engine["recall_upright"] or 0) >= 0.90),
+        ("index --ocr images/s", index["ocr"]["images_per_s"], f"without --ocr {index['plain']['images_per_s']}",
+         round(1 / index["ocr_cost_x"], 3), "(measured, no target)", True),
+    ]
+
+
 def run_all(size: str, parts: list[str], work_dir: Path, clients: int) -> dict:
     """Run the chosen parts one after another (never concurrently: they would measure each other)."""
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -66,6 +76,9 @@ def run_all(size: str, parts: list[str], work_dir: Path, clients: int) -> dict:
     if "serve" in parts:
         results["serve_load"] = serve_load.run(size, clients, work_dir)
         summary += _serve_rows(results["serve_load"], clients)
+    if "ocr" in parts:
+        results["ocr"] = ocr.run(size, work_dir)
+        summary += _ocr_rows(results["ocr"])
     print_table(f"summary ({size}; {machine()['cpu']}, {machine()['cores']} cores)",
                 [(name, value, base, ratio, target, "yes" if met else "no") for name, value, base, ratio, target, met in summary],
                 ("figure", "value", "same-run baseline", "ratio", "target (full size)", "met"))

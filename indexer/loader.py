@@ -2,18 +2,24 @@
 
 A file that cannot be decoded yields a failure record carrying its position in the batch list, so the
 caller drops exactly that item: metadata can never slide onto a neighbour's vector.
+
+With an OCR budget the workers also read the text in each image (``mmsearch.imaging.ocr``), from the
+full-size decode, so OCR overlaps with embedding; without one the OCR engine is never imported.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mmsearch.imaging.decode import DecodeError, open_image
+
+if TYPE_CHECKING:
+    from mmsearch.imaging.ocr import OcrBudget, OcrResult
 
 
 @dataclass
@@ -21,31 +27,49 @@ class DecodedBatch:
     positions: list[int]  # positions (in the caller's list) of the images in `pixels`, in order
     pixels: torch.Tensor  # [len(positions), 3, H, W]
     failures: list[tuple[int, str]]  # (position, reason)
+    ocr: dict[int, "OcrResult"] = field(default_factory=dict)  # position -> text read (with an OCR budget)
+    ocr_failures: list[tuple[int, str]] = field(default_factory=list)  # (position, why OCR failed): image kept
 
 
 class _ImageFiles(Dataset):
-    def __init__(self, paths: Sequence[str], transform: Callable, max_pixels: int, target_size: int | None) -> None:
+    def __init__(self, paths: Sequence[str], transform: Callable, max_pixels: int, target_size: int | None,
+                 ocr: "OcrBudget | None" = None) -> None:
         self.paths, self.transform = list(paths), transform
-        self.max_pixels, self.target_size = max_pixels, target_size
+        self.max_pixels, self.target_size, self.ocr = max_pixels, target_size, ocr
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, position: int):
         try:
-            image = open_image(self.paths[position], self.max_pixels, self.target_size)
-            return position, self.transform(image), None
+            # OCR needs every pixel: no reduced-scale JPEG decoding then
+            image = open_image(self.paths[position], self.max_pixels, None if self.ocr else self.target_size)
+            pixels = self.transform(image)
         except DecodeError as exc:
-            return position, None, str(exc)
+            return position, None, str(exc), None
         except Exception as exc:  # the transform itself failed on a strange image
-            return position, None, f"cannot preprocess image: {type(exc).__name__}: {exc}"
+            return position, None, f"cannot preprocess image: {type(exc).__name__}: {exc}", None
+        return position, pixels, None, self._read_text(image) if self.ocr else None
+
+    def _read_text(self, image) -> "OcrResult | str":
+        """The image's text, or why it could not be read (the image is indexed either way)."""
+        from mmsearch.imaging.ocr import OcrUnavailableError, read_text
+
+        try:
+            return read_text(image, self.ocr)
+        except OcrUnavailableError:
+            raise  # the engine cannot run at all: fail the run rather than skip every image's text
+        except Exception as exc:  # one strange image must not stop the run
+            return f"OCR failed: {type(exc).__name__}: {exc}"
 
 
 def _collate(samples) -> DecodedBatch:
-    ok = [(p, t) for p, t, err in samples if err is None]
-    failures = [(p, err) for p, _, err in samples if err is not None]
+    ok = [(p, t) for p, t, err, _ in samples if err is None]
+    failures = [(p, err) for p, _, err, _ in samples if err is not None]
     pixels = torch.stack([t for _, t in ok]) if ok else torch.zeros(0)
-    return DecodedBatch([p for p, _ in ok], pixels, failures)
+    texts = {p: text for p, _, err, text in samples if err is None and text is not None and not isinstance(text, str)}
+    ocr_failures = [(p, text) for p, _, err, text in samples if err is None and isinstance(text, str)]
+    return DecodedBatch([p for p, _ in ok], pixels, failures, texts, ocr_failures)
 
 
 READ_AHEAD_BYTES = 96 * 2**20  # decoded pixels the workers may hold ready (bounded: memory stays flat)
@@ -85,18 +109,22 @@ def decode_batches(
     max_pixels: int = 90_000_000,
     target_size: int | None = None,
     pin_memory: bool = False,
+    ocr: "OcrBudget | None" = None,
 ) -> Iterator[DecodedBatch]:
     """Decoded, preprocessed batches in order. The ``workers`` processes start at once (not at the first
-    ``next``) and decode ahead, so a caller can start this before loading its model."""
+    ``next``) and decode ahead, so a caller can start this before loading its model. With ``ocr`` (a
+    per-image budget) each batch also carries the text read in its images."""
     if not paths:
         return iter(())
+    # a worker stuck on one batch longer than this fails the run loudly; OCR may spend its budget per image
+    timeout = 600 + (batch_size * ocr.seconds if ocr else 0)
     loader = DataLoader(
-        _ImageFiles(paths, transform, max_pixels, target_size),
+        _ImageFiles(paths, transform, max_pixels, target_size, ocr),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=_collate,
         prefetch_factor=read_ahead_batches(batch_size, workers, target_size) if workers else None,
         pin_memory=pin_memory,
-        timeout=600 if workers else 0,  # a worker stuck on one file longer than this fails the run loudly
+        timeout=timeout if workers else 0,
     )
     return iter(loader)

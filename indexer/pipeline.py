@@ -3,7 +3,8 @@
 1. scan the source (hashes reused for files whose size and mtime did not change);
 2. plan against what the index already holds: unchanged, changed (re-embed under the same id),
    moved/renamed (same content at a new path: keep id and vector), new, gone (delete);
-3. embed texts, then images (decoded in worker processes), committing a batch at a time;
+3. embed texts, then images (decoded in worker processes, which also read the text in each image when the
+   index has OCR on), committing a batch at a time;
 4. publish the vector files and the manifest.
 """
 
@@ -27,7 +28,8 @@ from indexer.sources import ScanResult, SourceItem, scan
 from mmsearch.writer import IndexWriter
 from mmsearch.vectors.ann import DEFAULT_FLAT_THRESHOLD, AnnOptions, choose_factory
 from mmsearch.encoders.base import Encoder, transform_input_size
-from mmsearch.errors import ModelMismatchError
+from mmsearch.errors import ConfigError, ModelMismatchError
+from mmsearch.imaging.ocr import OCR_FIELDS, OcrBudget
 from mmsearch.storage.indexdir import IndexDir
 from mmsearch.storage.store import ItemRecord, NewItem
 
@@ -48,6 +50,9 @@ class IndexReport:
     removed: int = 0
     unchanged: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    # items indexed with a remark: OCR stopped at its budget, or could not read the image's text
+    notes: list[tuple[str, str]] = field(default_factory=list)
+    ocr: bool = False
     seconds: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -56,8 +61,8 @@ class IndexReport:
         return self.added + self.reembedded
 
     def summary(self) -> dict:
-        return {k: getattr(self, k) for k in ("scanned", "added", "reembedded", "moved", "updated", "removed", "unchanged", "seconds", "counts")} | {
-            "failed": len(self.failures)
+        return {k: getattr(self, k) for k in ("scanned", "added", "reembedded", "moved", "updated", "removed", "unchanged", "seconds", "counts", "ocr")} | {
+            "failed": len(self.failures), "notes": len(self.notes)
         }
 
 
@@ -70,11 +75,29 @@ class Plan:
     unchanged: int = 0
 
 
-def _fields(item: SourceItem) -> dict:
-    return {"key": item.key, "path": item.path, "text": item.text, "meta": item.meta, "size": item.size, "mtime": item.mtime}
+def _fields(item: SourceItem, record: ItemRecord) -> dict:
+    """The new fields of a kept item; the text read in its image (OCR) stays with it."""
+    meta = item.meta | _ocr_fields(record.meta)
+    return {"key": item.key, "path": item.path, "text": item.text, "meta": meta, "size": item.size, "mtime": item.mtime}
 
 
-def make_plan(result: ScanResult, existing: dict[str, ItemRecord]) -> Plan:
+def _ocr_fields(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if k in OCR_FIELDS}
+
+
+def _source_meta(meta: dict) -> dict:
+    """An item's metadata as its source gives it, without what OCR added."""
+    return {k: v for k, v in meta.items() if k not in OCR_FIELDS}
+
+
+def needs_ocr(record: ItemRecord, ocr: bool) -> bool:
+    """An image indexed before OCR was on for its index has no text read yet."""
+    return ocr and record.modality == "image" and "has_text" not in record.meta
+
+
+def make_plan(result: ScanResult, existing: dict[str, ItemRecord], ocr: bool = False) -> Plan:
+    """What a run must do. With ``ocr``, images whose text was never read are read (and re-embedded with
+    their id: decoding is what it takes anyway) even when the file is unchanged."""
     plan = Plan()
     seen: set[str] = set()
     fresh: list[SourceItem] = []
@@ -84,10 +107,10 @@ def make_plan(result: ScanResult, existing: dict[str, ItemRecord]) -> Plan:
             fresh.append(item)
             continue
         seen.add(item.key)
-        if record.sha256 != item.sha256:
+        if record.sha256 != item.sha256 or needs_ocr(record, ocr):
             plan.embed.append((item, record.id))
-        elif (record.path, record.text, record.meta, record.size, record.mtime) != (item.path, item.text, item.meta, item.size, item.mtime):
-            plan.updates.append((record.id, _fields(item)))
+        elif (record.path, record.text, _source_meta(record.meta), record.size, record.mtime) != (item.path, item.text, item.meta, item.size, item.mtime):
+            plan.updates.append((record.id, _fields(item, record)))
         else:
             plan.unchanged += 1
     vanished: dict[tuple[str, str], list[ItemRecord]] = defaultdict(list)
@@ -97,7 +120,11 @@ def make_plan(result: ScanResult, existing: dict[str, ItemRecord]) -> Plan:
     for item in fresh:
         pool = vanished.get((item.modality, item.sha256))
         if pool:  # same content under a new name: a move or rename keeps its id and vector
-            plan.moves.append((pool.pop().id, _fields(item)))
+            record = pool.pop()
+            if needs_ocr(record, ocr):
+                plan.embed.append((item, record.id))
+            else:
+                plan.moves.append((record.id, _fields(item, record)))
         else:
             plan.embed.append((item, None))
     plan.deletes = [r for pool in vanished.values() for r in pool]
@@ -111,6 +138,8 @@ class EmbeddedBatch:
     positions: list[int]  # positions (in the item list given to the stage) of the rows of ``vectors``
     vectors: np.ndarray  # float32 [len(positions), dim], rows L2-normalised
     failures: list[tuple[int, str]] = field(default_factory=list)  # (position, reason)
+    meta: dict[int, dict] = field(default_factory=dict)  # position -> metadata fields to add (the text read by OCR)
+    notes: list[tuple[int, str]] = field(default_factory=list)  # (position, remark): indexed, with a caveat
 
 
 class EmbedStage(Protocol):
@@ -131,6 +160,7 @@ class EarlyDecode:
     stages: SplitTransform
     target_size: int
     batches: Iterator[DecodedBatch]
+    ocr: OcrBudget | None = None
 
 
 def _image_paths(items: Sequence[SourceItem]) -> list[str]:
@@ -138,7 +168,7 @@ def _image_paths(items: Sequence[SourceItem]) -> list[str]:
 
 
 def start_early_decode(spec: str, items: Sequence[SourceItem], preprocess_for: Callable[[str], Callable | None], *,
-                       batch_size: int, workers: int, max_pixels: int) -> EarlyDecode | None:
+                       batch_size: int, workers: int, max_pixels: int, ocr: OcrBudget | None = None) -> EarlyDecode | None:
     """Fork the decode workers and let them read ahead while the model loads (imports and weights take
     seconds), when the model's preprocessing is known without loading it. Forking now also keeps the
     workers out of a process that has loaded native runtimes such as OpenVINO."""
@@ -154,15 +184,16 @@ def start_early_decode(spec: str, items: Sequence[SourceItem], preprocess_for: C
         return None
     stages = split_transform(transform)
     target = _draft_size(transform)
-    batches = decode_batches(paths, stages.worker, batch_size=batch_size, workers=workers, max_pixels=max_pixels, target_size=target)
-    return EarlyDecode(stages, target, batches)
+    batches = decode_batches(paths, stages.worker, batch_size=batch_size, workers=workers, max_pixels=max_pixels, target_size=target, ocr=ocr)
+    return EarlyDecode(stages, target, batches, ocr)
 
 
 def embed_batches(encoder: Encoder, items: Sequence[SourceItem], *, batch_size: int, workers: int,
-                  max_pixels: int, early: EarlyDecode | None = None) -> Iterator[EmbeddedBatch]:
+                  max_pixels: int, early: EarlyDecode | None = None, ocr: OcrBudget | None = None) -> Iterator[EmbeddedBatch]:
     """Embed the texts among ``items``, then the images (decoded in ``workers`` processes), a batch at a
     time. An image that cannot be decoded comes back as a failure with its reason, never as a vector.
-    ``early`` is decoding already under way; it is used only if the loaded model preprocesses the same way."""
+    ``early`` is decoding already under way; it is used only if the loaded model preprocesses the same way.
+    With ``ocr`` the workers also read each image's text, which comes back as metadata fields."""
     texts = [p for p, item in enumerate(items) if item.modality == "text"]
     images = [p for p, item in enumerate(items) if item.modality == "image"]
     for start in range(0, len(texts), batch_size):
@@ -173,7 +204,7 @@ def embed_batches(encoder: Encoder, items: Sequence[SourceItem], *, batch_size: 
     stages = split_transform(encoder.image_transform)
     uint8_ok = stages.split and getattr(encoder, "takes_uint8_pixels", False)  # the graph normalises them itself
     target = _draft_size(encoder.image_transform)
-    if early is not None and same_worker_stage(early.stages, stages) and early.target_size == target:
+    if early is not None and same_worker_stage(early.stages, stages) and early.target_size == target and early.ocr == ocr:
         decoded = early.batches
     else:
         if early is not None:
@@ -181,16 +212,31 @@ def embed_batches(encoder: Encoder, items: Sequence[SourceItem], *, batch_size: 
         decoded = decode_batches(
             _image_paths(items), stages.worker,
             batch_size=batch_size, workers=workers, max_pixels=max_pixels, target_size=target,
-            pin_memory=getattr(encoder, "device", "cpu") == "cuda",
+            pin_memory=getattr(encoder, "device", "cpu") == "cuda", ocr=ocr,
         )
     for batch in decoded:
         pixels = batch.pixels if uint8_ok else stages.finish(batch.pixels)
         vectors = encoder.encode_image_tensors(pixels) if batch.positions else np.zeros((0, encoder.dim), np.float32)
-        yield EmbeddedBatch([images[p] for p in batch.positions], vectors, [(images[p], reason) for p, reason in batch.failures])
+        yield EmbeddedBatch([images[p] for p in batch.positions], vectors, [(images[p], reason) for p, reason in batch.failures],
+                            *_ocr_outcome(batch, images, ocr))
 
 
-def _new_item(item: SourceItem, item_id: int | None) -> NewItem:
-    return NewItem(item.key, item.modality, item.path, item.sha256, item.size, item.mtime, item.text, item.meta, item_id)
+def _ocr_outcome(batch: DecodedBatch, images: list[int], ocr: OcrBudget | None) -> tuple[dict[int, dict], list[tuple[int, str]]]:
+    """The metadata fields OCR adds to each decoded image (``has_text`` false when it could not read it,
+    so a later run does not try again), and the remarks for the run report."""
+    if ocr is None:
+        return {}, []
+    meta = {images[p]: result.to_meta() for p, result in batch.ocr.items()}
+    notes = [(images[p], f"text reading stopped: {result.truncated}") for p, result in batch.ocr.items() if result.truncated]
+    for p, reason in batch.ocr_failures:
+        meta[images[p]] = {"has_text": False}
+        notes.append((images[p], reason))
+    return meta, notes
+
+
+def _new_item(item: SourceItem, item_id: int | None, extra_meta: dict | None = None) -> NewItem:
+    meta = item.meta | extra_meta if extra_meta else item.meta
+    return NewItem(item.key, item.modality, item.path, item.sha256, item.size, item.mtime, item.text, meta, item_id)
 
 
 def _progress(total: int, enabled: bool | None) -> tqdm:
@@ -216,6 +262,8 @@ def index_source(
     database_url: str | None = None,
     embed_stage: EmbedStage | None = None,
     preprocess_for: Callable[[str], Callable | None] | None = None,
+    ocr: bool | None = None,
+    ocr_budget: OcrBudget | None = None,
 ) -> IndexReport:
     """Index ``source`` into ``index_dir``. ``encoder_factory(spec)`` loads the model only if needed.
 
@@ -226,7 +274,10 @@ def index_source(
     ``embed_stage`` replaces in-process embedding (e.g. indexer.ray_engine), with ``encoder_factory``
     then returning whatever that stage needs (the manifest only reads ``model_id`` and ``dim``);
     ``preprocess_for(spec)`` announces the image preprocessing the model will use, without loading it
-    (None when unknown), so in-process decoding starts while the model loads."""
+    (None when unknown), so in-process decoding starts while the model loads;
+    ``ocr`` reads the text in every image (None: as the index remembers from its last run, off for a new
+    one), each image within ``ocr_budget``; turning it on for an index built without it reads the text of
+    the images it already holds."""
     ann_options = AnnOptions(
         index_type or "auto", recall_target or 0.95, DEFAULT_FLAT_THRESHOLD if flat_threshold is None else flat_threshold
     ).check()
@@ -244,12 +295,26 @@ def index_source(
             spec = manifest.model_spec
         else:
             manifest, spec = None, model_spec or default_model
+        budget = _ocr_budget(ocr, manifest, ocr_budget, embed_stage)
         store = idx.open_store()
         try:
             return _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started,
-                        catalogue, ann_options, explicit, embed_stage, preprocess_for)
+                        catalogue, ann_options, explicit, embed_stage, preprocess_for, budget)
         finally:
             store.close()
+
+
+def _ocr_budget(ocr: bool | None, manifest, budget: OcrBudget | None, embed_stage) -> OcrBudget | None:
+    """Whether this run reads text (given, else as the index remembers) -> the per-image budget, or None."""
+    wanted = ocr if ocr is not None else bool(manifest is not None and manifest.ocr)
+    if not wanted:
+        return None
+    if embed_stage is not None:
+        raise ConfigError("OCR runs in the local engine's decode workers: use --engine local (or --no-ocr)")
+    from mmsearch.imaging.ocr import check_available
+
+    check_available()
+    return budget or OcrBudget()
 
 
 def _apply_ann_options(manifest, options: AnnOptions, explicit: tuple[bool, bool]) -> AnnOptions:
@@ -263,7 +328,7 @@ def _apply_ann_options(manifest, options: AnnOptions, explicit: tuple[bool, bool
 
 
 def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started,
-         catalogue, ann_options, explicit, embed_stage=None, preprocess_for=None) -> IndexReport:
+         catalogue, ann_options, explicit, embed_stage=None, preprocess_for=None, ocr: OcrBudget | None = None) -> IndexReport:
     existing = {r.key: r for r in store.all_items()}
 
     def known_hash(key: str, size: int, mtime: float) -> str | None:
@@ -271,8 +336,9 @@ def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, worker
         return record.sha256 if record and record.size == size and record.mtime == mtime else None
 
     result = scan(source, known_hash, skip_dirs=(idx.path,), catalogue=catalogue)
-    plan = make_plan(result, existing)
-    report = IndexReport(str(Path(source).resolve()), str(idx.path.resolve()), scanned=len(result.items), unchanged=plan.unchanged)
+    plan = make_plan(result, existing, ocr is not None)
+    report = IndexReport(str(Path(source).resolve()), str(idx.path.resolve()), scanned=len(result.items), unchanged=plan.unchanged,
+                         ocr=ocr is not None)
     report.failures.extend(result.failures)
 
     todo = [(item, item_id) for item, item_id in plan.embed if item.modality == "text"]
@@ -280,13 +346,14 @@ def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, worker
     embed = embed_stage
     if embed is None:
         early = start_early_decode(spec, [item for item, _ in todo], preprocess_for, batch_size=batch_size, workers=workers,
-                                   max_pixels=max_pixels) if preprocess_for else None
-        embed = functools.partial(embed_batches, early=early)
+                                   max_pixels=max_pixels, ocr=ocr) if preprocess_for else None
+        embed = functools.partial(embed_batches, early=early, ocr=ocr)
     encoder = encoder_factory(spec) if (plan.embed or manifest is None) else None
     if manifest is None:
         manifest = idx.create(spec, encoder.model_id, encoder.dim)
     elif encoder is not None:
         IndexDir.check_model(manifest, encoder.model_id)
+    manifest.ocr = ocr is not None  # remembered: later runs read text (or not) the same way
     run_id = store.start_run(report.source)
     writer = IndexWriter(idx, manifest, store, _apply_ann_options(manifest, ann_options, explicit))
 
@@ -301,8 +368,9 @@ def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, worker
             encoder, [item for item, _ in todo], batch_size=batch_size, workers=workers, max_pixels=max_pixels
         ):
             chunk = [todo[p] for p in batch.positions]
-            writer.add([_new_item(item, item_id) for item, item_id in chunk], batch.vectors)
+            writer.add([_new_item(item, item_id, batch.meta.get(p)) for p, (item, item_id) in zip(batch.positions, chunk)], batch.vectors)
             _count(report, chunk)
+            report.notes.extend((todo[p][0].key, note) for p, note in batch.notes)
             for position, reason in batch.failures:
                 item, item_id = todo[position]
                 report.failures.append((item.key, reason))

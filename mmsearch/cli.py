@@ -73,6 +73,12 @@ def _silence_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
+def _ocr_budget(s: Settings):
+    from mmsearch.imaging.ocr import OcrBudget
+
+    return OcrBudget(seconds=s.ocr_seconds, max_lines=s.ocr_max_lines)
+
+
 def _settings(**overrides) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -116,9 +122,12 @@ main.add_command(keys)
               help="With --engine ray: the cluster's HOST:PORT (as `ray start --head` prints) [default: $RAY_ADDRESS, "
                    "else a Ray instance on this machine, started for the run if none runs].")
 @collection_option
+@click.option("--ocr/--no-ocr", default=None,
+              help="Read the text in every image (searchable by keyword, filter has_text). Kept for later runs "
+                   "[default: $MMSEARCH_OCR, else the index's own, else off].")
 def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int | None, workers: int | None, device: str | None,
           catalogue: bool, index_type: str | None, recall_target: float | None, engine: str, address: str | None,
-          collection: str | None) -> None:
+          collection: str | None, ocr: bool | None) -> None:
     """Index (or update the index of) a folder, a JSONL/CSV manifest, or a product catalogue."""
     from indexer.pipeline import index_source
     from mmsearch.encoders.registry import preprocess_without_model
@@ -126,7 +135,7 @@ def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int
 
     if address is not None and engine != "ray":
         raise click.UsageError("--address needs --engine ray")
-    s = _settings(index_dir=index_dir, batch_size=batch_size, workers=workers, device=device)
+    s = _settings(index_dir=index_dir, batch_size=batch_size, workers=workers, device=device, ocr=ocr)
     target = where(s, collection)
     configure_batch(s.threads)
     with _embedding_engine(engine, address, s) as (encoder_factory, embed_stage):
@@ -137,6 +146,7 @@ def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int
             catalogue=catalogue,
             index_type=index_type, recall_target=recall_target, flat_threshold=s.ann_threshold, embed_stage=embed_stage,
             database_url=target.database_url, preprocess_for=None if embed_stage else preprocess_without_model,
+            ocr=s.ocr, ocr_budget=_ocr_budget(s),
         )
     click.echo(
         f"indexed {report.source} -> {report.index_dir} in {report.seconds:.1f}s: "
@@ -146,6 +156,8 @@ def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int
     )
     for key, reason in report.failures:
         click.echo(f"  skipped {key}: {reason}", err=True)
+    for key, note in report.notes:
+        click.echo(f"  note {key}: {note}", err=True)
 
 
 @contextlib.contextmanager
@@ -237,6 +249,8 @@ def _print_hits(query: str, hits, as_json: bool) -> None:
         if len(snippet) > 80:
             snippet = snippet[:77] + "..."
         click.echo(f"{rank:>3}. {h.score:.3f} {h.modality:<5} [{h.id}] {label}" + (f"  {snippet}" if snippet else ""))
+        if h.snippet:
+            click.echo(f"       text in image: {h.snippet}")
 
 
 @main.command()

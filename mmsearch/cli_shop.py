@@ -130,3 +130,5 @@ def print_result(label: str, result, as_json: bool) -> None:
         price = f" {meta['price']} {meta.get('currency', '')}".rstrip() if "price" in meta else ""
         sku = f" {h.product}" if h.product else ""
         click.echo(f"{rank:>3}. {h.score:.4f} {h.modality:<5} [{h.id}]{sku} {what}{price}")
+        if h.snippet:
+            click.echo(f"       text in image: {h.snippet}")

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     faiss_device: Literal["auto", "cpu", "gpu"] = "auto"
     # Decoded pixels above this are refused (decompression bombs); large images are downscaled while decoding.
     max_image_pixels: int = Field(90_000_000, ge=1)
+    # Read the text in images while indexing (OCR, `mmsearch index --ocr`); unset: as the index remembers
+    # from its last run (off for a new index).
+    ocr: bool | None = None
+    # What OCR may spend on one image: seconds, and the most text lines it reads (the largest first).
+    ocr_seconds: float = Field(20.0, gt=0, le=3600)
+    ocr_max_lines: int = Field(300, ge=1, le=100_000)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     max_k: int = Field(1000, ge=1)

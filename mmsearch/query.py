@@ -29,7 +29,7 @@ from sqlalchemy import text as sql
 from mmsearch.errors import InvalidQueryError
 from mmsearch.storage.filter_sql import candidate_sql
 from mmsearch.storage.filters import Condition, field_sql, product_sql
-from mmsearch.storage.keyword import keyword_matches, keyword_ranking
+from mmsearch.storage.keyword import keyword_matches, keyword_ranking, snippet
 from mmsearch.search import Searcher
 from mmsearch.storage.store import IMAGE, MODALITIES, id_chunks
 
@@ -85,6 +85,7 @@ class QueryHit:
     metadata: dict
     product: str | None
     image_id: int | None  # an image to show for this hit: itself, or its product's best-matching image
+    snippet: str | None = None  # the line of the text read in the image (OCR) matching the query's words
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -149,7 +150,7 @@ class QueryEngine:
             ranking = _group(ranking, facts, self._products_of(excluded))[:window]
         if query.sort:
             ranking = _sorted(ranking, facts, descending=query.sort.startswith("-"))
-        page = self._hits(ranking[query.offset : query.offset + query.limit], best_image)
+        page = self._hits(ranking[query.offset : query.offset + query.limit], best_image, _query_text(query.terms))
         total = len(ranking)
         return QueryResult(page, query.offset, query.limit, total, total > query.offset + query.limit, _effective_mode(query))
 
@@ -221,7 +222,7 @@ class QueryEngine:
         return [(float(scores[j]), int(known[j])) for j in order]
 
     def _keyword_ranking(self, terms: Sequence[Term], where: str, params: dict, depth: int) -> list[_Ranked]:
-        positive = " ".join(t.text for t in terms if t.text is not None and t.weight > 0)
+        positive = _query_text(terms)
         negative = [t.text for t in terms if t.text is not None and t.weight < 0]
         with self.store.engine.connect() as conn:
             ranked = keyword_ranking(conn, positive, where, params, depth)
@@ -247,7 +248,7 @@ class QueryEngine:
                     facts[int(item_id)] = _Facts(modality, str(product) if product is not None else None, value)
         return facts
 
-    def _hits(self, page: list[_Ranked], best_image: dict[str, int]) -> list[QueryHit]:
+    def _hits(self, page: list[_Ranked], best_image: dict[str, int], query_text: str = "") -> list[QueryHit]:
         records = self.store.get_many([r.id for r in page])
         hits = []
         for r in page:
@@ -258,7 +259,7 @@ class QueryEngine:
             product = str(product) if product is not None else None
             image_id = rec.id if rec.modality == IMAGE else best_image.get(product) if product is not None else None
             hits.append(QueryHit(rec.id, r.score, r.vector_score, r.keyword_score, rec.modality, rec.path, rec.text,
-                                 rec.meta, product, image_id))
+                                 rec.meta, product, image_id, snippet(rec.meta.get("ocr_text"), query_text)))
         self._attach_images(hits)
         return hits
 
@@ -351,3 +352,8 @@ def _sorted(ranking: list[_Ranked], facts: dict[int, _Facts], descending: bool) 
     absent = [r for r in ranking if facts[r.id].sort_value is None]
     present.sort(key=lambda r: _sort_key(facts[r.id].sort_value), reverse=descending)
     return present + absent
+
+
+def _query_text(terms: Sequence[Term]) -> str:
+    """The words a query asks for: its text terms of positive weight."""
+    return " ".join(t.text for t in terms if t.text is not None and t.weight > 0)

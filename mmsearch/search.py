@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -26,6 +26,7 @@ from mmsearch.vectors.device import GpuPlacer, place_on_device
 from mmsearch.vectors.device import resolve as resolve_faiss_device
 from mmsearch.vectors.index import VectorIndex
 from mmsearch.storage.indexdir import IndexDir, Manifest
+from mmsearch.storage.keyword import snippet
 from mmsearch.storage.store import IMAGE, MODALITIES, TEXT, ItemRecord, Store
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,19 @@ class Hit:
     path: str | None
     text: str | None
     metadata: dict
+    snippet: str | None = None  # for a text query: the line of the text read in the image (OCR) matching its words
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def with_snippets(hits: list[Hit], query: str) -> list[Hit]:
+    """``hits`` with the line of their image's text (OCR) that holds the query's words, where there is one."""
+    out = []
+    for hit in hits:
+        line = snippet(hit.metadata.get("ocr_text"), query)
+        out.append(replace(hit, snippet=line) if line else hit)
+    return out
 
 
 @dataclass
@@ -202,7 +213,8 @@ class Searcher:
     def search_texts(self, texts: Sequence[str], target: Target = "image", k: int = 10) -> list[list[Hit]]:
         for t in texts:
             _check_text(t)
-        return self.search_vectors(self.encoder.encode_texts(list(texts)), target, k)
+        results = self.search_vectors(self.encoder.encode_texts(list(texts)), target, k)
+        return [with_snippets(hits, text) for hits, text in zip(results, texts)]
 
     def search_image(self, image: Image.Image, target: Target = "image", k: int = 10) -> list[Hit]:
         return self.search_vectors(self.encoder.encode_images([image]), target, k)[0]

@@ -57,3 +57,11 @@ def test_serve_load_bench(smoke):
     assert load["errors"] == 0 and load["requests"] == 160
     assert load["server_cpu_ms_per_request"] > 0 and load["client_cpu_ms_per_request"] > 0  # the CPU budget is reported
     assert result["baseline_1_client"]["errors"] == 0
+
+
+def test_ocr_bench(smoke):
+    result = smoke["results"]["ocr"]
+    assert result["engine"]["images"] == 8 and result["engine"]["recall"] >= 0.8
+    index = result["index"]
+    assert index["plain"]["images"] == index["ocr"]["images"] == 8
+    assert index["ocr"]["images_per_s"] > 0 and index["ocr_cost_x"] > 0  # both runs of the same folder, same run

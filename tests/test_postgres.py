@@ -392,3 +392,18 @@ def test_collections_and_writes_on_postgres(tmp_path, corpus, tiny_encoder, pg_u
         with pytest.raises(ApiError) as gone:
             api.collection("shop_a").search("product")
         assert gone.value.status == 404
+
+
+def test_text_read_in_images_is_searched_and_filtered_on_postgres(tmp_path, tiny_encoder, pg_url):
+    from pathlib import Path
+
+    from test_ocr import FONTS, folder_of_signs, keyword_query
+
+    if not FONTS:
+        pytest.skip("needs the Debian font packages fonts-dejavu-core and fonts-liberation")
+    run_index(folder_of_signs(tmp_path / "signs"), tmp_path / "index", tiny_encoder, ocr=True, database_url=pg_url)
+    searcher = _searcher(tmp_path / "index", tiny_encoder, pg_url)
+    result = keyword_query(searcher, "museum entrance")  # the tsvector holds ocr_text
+    assert Path(result.hits[0].path).name == "museum.png" and "museum" in result.hits[0].snippet.lower()
+    with_text = keyword_query(searcher, "bakery", "has_text = true")
+    assert [Path(h.path).name for h in with_text.hits] == ["bakery.png"]  # the text note about bread has no has_text

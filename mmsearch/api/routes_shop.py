@@ -61,6 +61,7 @@ class QueryHitOut(BaseModel):
     metadata: dict
     product: str | None
     image_id: int | None
+    snippet: str | None = Field(None, description="The line of the text read in the image (OCR) that matches the query's words.")
 
 
 class QueryResponse(BaseModel):

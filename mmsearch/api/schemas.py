@@ -31,6 +31,7 @@ class HitOut(BaseModel):
     path: str | None
     text: str | None
     metadata: dict
+    snippet: str | None = Field(None, description="The line of the text read in the image (OCR) that matches the query's words.")
 
 
 class SearchResponse(BaseModel):

@@ -9,7 +9,8 @@ from sqlalchemy import text as sql
 
 from mmsearch.storage.store import Store
 
-HIDDEN = ("manifest", "role")  # bookkeeping, not product fields
+# bookkeeping, not product fields; the text read in images is searched by keyword, not offered as a filter
+HIDDEN = ("manifest", "role", "ocr_text")
 MAX_VALUES = 50  # a text field with more distinct values than this lists none (titles, descriptions, SKUs)
 _cache: dict[str, tuple[int, list[dict]]] = {}
 _cache_lock = threading.Lock()

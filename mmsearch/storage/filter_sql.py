@@ -19,7 +19,16 @@ def _type_check(value: Any, type_expr: str | None) -> str:
 def _predicate(cond: Condition, params: Params, column: str, type_expr: str | None) -> str:
     """``compared`` against one value expression (``type_expr`` is its JSON type, to keep numbers and
     texts apart; None for plain columns)."""
-    return compared(cond, lambda value, op: f"{_type_check(value, type_expr)}{column} {op} {params.add(value)}")
+
+    def compare(value: Any, op: str) -> str:
+        if isinstance(value, bool):  # a JSON boolean (json_type 'true'/'false'), or the text "true"/"false"
+            word = "true" if value else "false"
+            if type_expr is None:
+                return f"{column} = {params.add(word)}"
+            return f"({type_expr} = '{word}' OR ({type_expr} = 'text' AND {column} = {params.add(word)}))"
+        return f"{_type_check(value, type_expr)}{column} {op} {params.add(value)}"
+
+    return compared(cond, compare)
 
 
 def _condition_sql(cond: Condition, params: Params) -> str:

@@ -7,15 +7,16 @@ whenever k items match.
 
 Two spellings of the same thing:
 
-* CLI ``--where``: ``brand = Acme``, ``brand != Acme``, ``price <= 80``, ``price between 10 and 80``,
+* CLI ``--where``: ``brand = Acme``, ``brand != Acme``, ``has_text = true``, ``price <= 80``, ``price between 10 and 80``,
   ``category in [bags, shoes]``, ``category not in [hats]``, ``released >= 2024-01-01``,
   ``colour exists``, ``colour not exists``;
 * API JSON object: ``{"brand": "Acme", "category": {"in": ["bags", "shoes"]}, "price": {"gte": 10, "lte": 80}}``.
 
 Semantics (both spellings): numbers compare as numbers and only match numeric values; text compares
 exactly (case-sensitive), and ranges over text compare lexicographically, which orders ISO-8601 dates
-correctly; a list-valued field matches when any element does; ``ne``/``nin`` also match items that lack
-the field.
+correctly; ``true``/``false`` (unquoted on the CLI, JSON booleans in the API) match boolean fields such as
+``has_text``, and the texts "true"/"false" too; a list-valued field matches when any element does;
+``ne``/``nin`` also match items that lack the field.
 """
 
 from __future__ import annotations
@@ -47,9 +48,13 @@ def _check_field(name: Any) -> str:
     return name
 
 
-def _check_scalar(field: str, value: Any) -> Any:
-    if isinstance(value, bool) or value is None or not isinstance(value, (str, int, float)):
-        raise InvalidQueryError(f"filter on {field}: values must be text or numbers, not {value!r}")
+def _check_scalar(field: str, value: Any, *, boolean: bool = False) -> Any:
+    if isinstance(value, bool):
+        if boolean:
+            return value
+        raise InvalidQueryError(f"filter on {field}: true/false can only be compared with = or !=")
+    if value is None or not isinstance(value, (str, int, float)):
+        raise InvalidQueryError(f"filter on {field}: values must be text, numbers or true/false, not {value!r}")
     return value
 
 
@@ -63,12 +68,12 @@ def condition(field: str, op: str, value: Any = None) -> Condition:
             raise InvalidQueryError(f"filter on {field}: {op} needs a non-empty list")
         if len(value) > MAX_VALUES:
             raise InvalidQueryError(f"filter on {field}: at most {MAX_VALUES} values")
-        value = tuple(_check_scalar(field, v) for v in value)
+        value = tuple(_check_scalar(field, v, boolean=True) for v in value)
     elif op == "exists":
         if not isinstance(value, bool):
             raise InvalidQueryError(f"filter on {field}: exists takes true or false")
     else:
-        value = _check_scalar(field, value)
+        value = _check_scalar(field, value, boolean=op in ("eq", "ne"))
     return Condition(field, op, value)
 
 
@@ -106,12 +111,15 @@ _CMP = {"=": "eq", "==": "eq", "!=": "ne", "<": "lt", "<=": "lte", ">": "gt", ">
 
 
 def parse_value(raw: str) -> Any:
-    """A CLI value: quoted -> text as written; otherwise a number when it looks like one."""
+    """A CLI value: quoted -> text as written; true/false -> a boolean; otherwise a number when it looks
+    like one."""
     raw = raw.strip()
     if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'":
         return raw[1:-1]
     if not raw:
         raise InvalidQueryError("filter value is empty")
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
     return coerce_scalar(raw)
 
 

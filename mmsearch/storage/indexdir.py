@@ -67,6 +67,8 @@ class Manifest(BaseModel):
     updated_at: float = Field(default_factory=time.time)
     # The metadata database (URL without password) when it is not the directory's items.sqlite.
     database: str | None = None
+    # Whether index runs read the text in images (OCR, `mmsearch index --ocr`); kept for later runs.
+    ocr: bool = False
 
 
 class IndexDir:

@@ -107,3 +107,28 @@ def keyword_matches(conn: Connection, queries: Sequence[str], candidate_sql: str
         )
         found.update(int(r[0]) for r in rows)
     return found
+
+
+SNIPPET_CHARS = 120
+_WORD = re.compile(r"\w+")
+
+
+def snippet(text: str | None, query: str, width: int = SNIPPET_CHARS) -> str | None:
+    """The line of ``text`` (e.g. the text read in an image) that holds the most of the query's words, cut
+    to about ``width`` characters around its first match; None when no query word is in it. Words match
+    as the keyword index matches them: whole words, case and accents aside."""
+    wanted = {w.casefold() for w in _WORD.findall(query or "")}
+    if not text or not wanted:
+        return None
+    best, best_count = None, 0
+    for line in text.splitlines():
+        count = sum(w.casefold() in wanted for w in _WORD.findall(line))
+        if count > best_count:
+            best, best_count = line.strip(), count
+    if best is None:
+        return None
+    if len(best) <= width:
+        return best
+    first = next(m.start() for m in _WORD.finditer(best) if m.group().casefold() in wanted)
+    start = max(0, min(first - width // 3, len(best) - width))
+    return ("..." if start else "") + best[start : start + width].strip() + ("..." if start + width < len(best) else "")

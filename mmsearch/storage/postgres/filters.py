@@ -18,6 +18,8 @@ def _json_compare(expr: str, params: Params):
     """``compare(value, op)`` for a JSONB value expression."""
 
     def compare(value: Any, op: str) -> str:
+        if isinstance(value, bool):  # a JSON boolean, or the text "true"/"false"
+            return f"jsonb_typeof({expr}) IN ('boolean', 'string') AND ({expr} #>> '{{}}') = {params.add('true' if value else 'false')}"
         if isinstance(value, (int, float)):
             return f"CASE WHEN jsonb_typeof({expr}) = 'number' THEN ({expr})::numeric {op} {params.add(value)} ELSE false END"
         return f"jsonb_typeof({expr}) = 'string' AND ({expr} #>> '{{}}') COLLATE \"C\" {op} {params.add(value)}"

@@ -230,6 +230,7 @@ function card(hit) {
   like.addEventListener("click", () => moreLike(hit.image_id ?? hit.id, titleOf(hit)));
   body.append(title, price, meta, score, like);
   el.append(thumb, body);
+  if (window.mmsearchOcr) window.mmsearchOcr.decorate(el, hit, state.text); // text found in the image (ocr.js)
   return el;
 }
 

@@ -52,7 +52,7 @@ COSINE = "cosine"  # the scale of raw scores
 CALIBRATED = "calibrated"  # standard deviations above the query's typical item of that modality, plus the direction's offset
 MODALITIES = ("image", "text")
 DIRECTIONS = tuple(f"{q}->{i}" for q in ("text", "image") for i in MODALITIES)
-MIN_STD = 0.01  # cosine spread below which a modality's items are taken as equally (un)related
+MIN_STD = 1e-4  # numerical floor: a modality of one item (no spread) scores it as typical, z = 0
 STATS_SAMPLE = 4096  # stored vectors per modality the mean and covariance are computed from
 
 

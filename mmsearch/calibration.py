@@ -152,7 +152,7 @@ RAW = Calibration(raw=True)  # merge by raw cosine (what mmsearch did before; fo
 def user_calibration_dir() -> Path:
     """Where ``mmsearch calibrate`` keeps calibrations of models that have no weights file of their own
     to sit beside (open_clip pretrained tags): ``$MMSEARCH_CACHE_DIR/calibration``."""
-    from mmsearch.encoders.lite import cache_dir
+    from mmsearch.encoders.lite_files import cache_dir
 
     return cache_dir() / "calibration"
 
@@ -164,8 +164,8 @@ def user_calibration_path(model_id: str) -> Path:
 
 def weights_file_of(model_spec: str) -> Path | None:
     """The weights file a model spec names or stands for (mmsearch-lite: the shipped file), if any."""
-    from mmsearch.encoders.lite import LITE_NAME
-    from mmsearch.encoders.registry import lite_weights, split_spec
+    from mmsearch.encoders.lite_files import LITE_NAME
+    from mmsearch.encoders.specs import lite_weights, split_spec
 
     arch, weights = split_spec(model_spec)
     if arch == LITE_NAME:

@@ -24,7 +24,7 @@ def _size(n: int) -> str:
 def builtin_models() -> list[dict]:
     """The built-in models with their weights file and calibration state."""
     from mmsearch.calibration import load_calibration, weights_file_of
-    from mmsearch.encoders.lite import LITE_NAME, lite_model_id
+    from mmsearch.encoders.lite_files import LITE_NAME, lite_model_id
 
     out = []
     for spec, what in BUILTIN:

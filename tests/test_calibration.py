@@ -111,7 +111,7 @@ def test_a_bad_offset_is_refused():
 def test_the_shipped_calibration_belongs_to_the_shipped_weights():
     """A retrained default model needs its calibration refitted (the command is in the file)."""
     from mmsearch.calibration import weights_file_of
-    from mmsearch.encoders.lite import lite_model_id
+    from mmsearch.encoders.lite_files import lite_model_id
     from mmsearch.hashing import sha256_file
 
     weights = weights_file_of("mmsearch-lite")

@@ -38,7 +38,7 @@ TARGETS: tuple[str, ...] = ("image", "text", "all")
 @dataclass(frozen=True)
 class Hit:
     id: int
-    score: float  # on ``scale``: the cosine, or (a list merging modalities) the calibrated match probability
+    score: float  # on ``scale``: the cosine, or (a list merging modalities) the standardised cosine plus offset
     modality: str
     path: str | None
     text: str | None

@@ -71,17 +71,18 @@ class ModalityStats:
 
     @classmethod
     def of(cls, vectors: np.ndarray) -> "ModalityStats":
-        vectors = np.asarray(vectors, dtype=np.float64)
-        mean = vectors.mean(axis=0)
+        vectors = np.asarray(vectors, dtype=np.float32)  # float32 BLAS: ~50 ms for 4096 x 768 on one core
+        mean = vectors.mean(axis=0, dtype=np.float64).astype(np.float32)
         centred = vectors - mean
-        return cls(mean, centred.T @ centred / max(len(vectors), 1), len(vectors))
+        return cls(mean, (centred.T @ centred) / np.float32(max(len(vectors), 1)), len(vectors))
 
     def normalise(self, queries: np.ndarray, cosines: np.ndarray) -> np.ndarray:
         """Cosines [n, k] of ``queries`` [n, dim] -> how many standard deviations each stands above the
         query's mean cosine with this modality's items."""
-        q = np.asarray(queries, dtype=np.float64)
-        mu = q @ self.mean
-        std = np.sqrt(np.maximum(np.einsum("nd,de,ne->n", q, self.cov, q), 0.0))
+        q = np.asarray(queries, dtype=np.float32)
+        mu = (q @ self.mean).astype(np.float64)
+        variance = np.sum((q @ self.cov) * q, axis=1, dtype=np.float64)
+        std = np.sqrt(np.maximum(variance, 0.0))
         return (np.asarray(cosines, dtype=np.float64) - mu[:, None]) / np.maximum(std, MIN_STD)[:, None]
 
 

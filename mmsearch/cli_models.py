@@ -21,6 +21,11 @@ def _size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
 
 
+def _calibration_state(calibration) -> str:
+    """How this model's merged lists (--target all) are scored: with fitted offsets, or standardised only."""
+    return "fitted" if calibration.fitted else "not fitted (standardised scores, zero offsets)"
+
+
 def builtin_models() -> list[dict]:
     """The built-in models with their weights file and calibration state."""
     from mmsearch.calibration import load_calibration, weights_file_of
@@ -32,7 +37,7 @@ def builtin_models() -> list[dict]:
         model_id = lite_model_id(weights) if spec.startswith(LITE_NAME) else spec
         calibration = load_calibration(spec, model_id)
         out.append({"spec": spec, "what": what, "weights": str(weights) if weights else None,
-                    "size": weights.stat().st_size if weights else None, "model_id": model_id, "score_scale": calibration.scale})
+                    "size": weights.stat().st_size if weights else None, "model_id": model_id, "calibration": _calibration_state(calibration)})
     return out
 
 
@@ -44,7 +49,7 @@ def cached_models() -> list[dict]:
     for m in find_cached_models():
         row = asdict(m)
         row["path"] = str(m.path)
-        row["score_scale"] = load_calibration(m.spec, m.spec).scale
+        row["calibration"] = _calibration_state(load_calibration(m.spec, m.spec))
         rows.append(row)
     return rows
 
@@ -67,13 +72,13 @@ def models(ctx: click.Context, as_json: bool) -> None:
     click.echo("built-in (offline):")
     for m in builtin:
         size = f", {_size(m['size'])}" if m["size"] else ""
-        click.echo(f"  {m['spec']:<34} {m['what']}{size}; scores: {m['score_scale']}")
+        click.echo(f"  {m['spec']:<34} {m['what']}{size}; merged-list calibration: {m['calibration']}")
     click.echo(f"open_clip models in the local caches ({hub_cache_dir()}, {openclip_cache_dir()}):")
     if not cached:
         click.echo("  (none: with network, the first `--model ARCH:TAG` downloads one; without, use `mmsearch models import`)")
     for m in cached:
         missing = f"; also needs hub repo(s) {', '.join(m['missing'])} (not cached)" if m["missing"] else ""
-        click.echo(f"  {m['spec']:<34} {_size(m['size'])}, {m['where']}: {m['path']}; scores: {m['score_scale']}{missing}")
+        click.echo(f"  {m['spec']:<34} {_size(m['size'])}, {m['where']}: {m['path']}; merged-list calibration: {m['calibration']}{missing}")
 
 
 @models.command("import")

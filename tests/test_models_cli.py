@@ -80,7 +80,7 @@ def test_models_lists_builtin_and_cached_models(tmp_path, monkeypatch):
     assert imported.exit_code == 0 and f"as {TAG}" in imported.output
     listed = json.loads(runner.invoke(main, ["models", "--json"], catch_exceptions=False).output)
     assert [m["spec"] for m in listed["builtin"]][:2] == ["mmsearch-lite", "mmsearch-lite:bridge"]
-    assert listed["builtin"][0]["score_scale"] == "calibrated"
+    assert listed["builtin"][0]["calibration"] == "fitted"  # the shipped calibration of the shipped weights
     assert [m["spec"] for m in listed["open_clip"]] == [TAG]
     bad = runner.invoke(main, ["models", "import", str(source), "--as", "ViT-B-32"])
     assert bad.exit_code != 0 and "ARCH:TAG" in bad.output

@@ -404,5 +404,15 @@ def eval_command(manifest, model, baseline, ks, json_out, index_dir, batch_size,
 main.add_command(collections_group)
 
 
+def _register_model_commands() -> None:
+    from mmsearch.cli_models import calibrate, models
+
+    main.add_command(models)
+    main.add_command(calibrate)
+
+
+_register_model_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

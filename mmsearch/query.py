@@ -26,12 +26,13 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import text as sql
 
+from mmsearch.calibration import CALIBRATED, COSINE
 from mmsearch.errors import InvalidQueryError
 from mmsearch.storage.filter_sql import candidate_sql
 from mmsearch.storage.filters import Condition, field_sql, product_sql
 from mmsearch.storage.keyword import keyword_matches, keyword_ranking, snippet
 from mmsearch.search import Searcher
-from mmsearch.storage.store import IMAGE, MODALITIES, id_chunks
+from mmsearch.storage.store import IMAGE, MODALITIES, TEXT, id_chunks
 
 Mode = Literal["vector", "keyword", "hybrid"]
 MODES: tuple[str, ...] = ("vector", "keyword", "hybrid")
@@ -86,6 +87,8 @@ class QueryHit:
     product: str | None
     image_id: int | None  # an image to show for this hit: itself, or its product's best-matching image
     snippet: str | None = None  # the line of the text read in the image (OCR) matching the query's words
+    cosine: float | None = None  # the raw cosine of the vector match (None: ranked by keyword alone)
+    scale: str = COSINE  # what ``score`` is: cosine, calibrated (a list merging modalities), rrf (hybrid), bm25
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,6 +110,7 @@ class _Ranked:
     score: float
     vector_score: float | None = None
     keyword_score: float | None = None
+    cosine: float | None = None
 
 
 def _check(query: Query) -> None:
@@ -150,7 +154,8 @@ class QueryEngine:
             ranking = _group(ranking, facts, self._products_of(excluded))[:window]
         if query.sort:
             ranking = _sorted(ranking, facts, descending=query.sort.startswith("-"))
-        page = self._hits(ranking[query.offset : query.offset + query.limit], best_image, _query_text(query.terms))
+        page = self._hits(ranking[query.offset : query.offset + query.limit], best_image, _query_text(query.terms),
+                          self._score_scale(query, modalities))
         total = len(ranking)
         return QueryResult(page, query.offset, query.limit, total, total > query.offset + query.limit, _effective_mode(query))
 
@@ -159,7 +164,8 @@ class QueryEngine:
         vector: list[_Ranked] = []
         keyword: list[_Ranked] = []
         if query.mode in ("vector", "hybrid"):
-            vector = self._vector_ranking(self._query_vector(query.terms), query.conditions, modalities, depth)
+            mix = self._query_mix(query.terms) if len(modalities) > 1 else {}
+            vector = self._vector_ranking(self._query_vector(query.terms), query.conditions, modalities, depth, mix)
         if query.mode in ("keyword", "hybrid"):
             keyword = self._keyword_ranking(query.terms, where, params, depth)
         if query.mode == "vector":
@@ -189,28 +195,67 @@ class QueryEngine:
             raise InvalidQueryError("the query's terms cancel each other out")
         return (total / norm)[None, :].astype(np.float32)
 
+    def _query_mix(self, terms: Sequence[Term]) -> dict[str, float]:
+        """modality -> summed |weight| of the query's terms (a stored item counts as its own modality): how
+        a merged list's calibration blends the per-direction mappings."""
+        mix: dict[str, float] = {}
+        items = self.store.get_many([t.item_id for t in terms if t.item_id is not None])
+        for t in terms:
+            if t.item_id is not None:
+                record = items.get(t.item_id)
+                modality = record.modality if record is not None else None
+            else:
+                modality = TEXT if t.text is not None else IMAGE
+            if modality is not None:
+                mix[modality] = mix.get(modality, 0.0) + abs(t.weight)
+        return mix
+
+    def _merges_calibrated(self, mix: dict[str, float], modalities: Sequence[str]) -> bool:
+        return len(modalities) > 1 and bool(mix) and not self.searcher.calibration.raw
+
+    def _score_scale(self, query: Query, modalities: Sequence[str]) -> str:
+        mode = _effective_mode(query)
+        if mode == "hybrid":
+            return "rrf"
+        if mode == "keyword":
+            return "bm25"
+        mix = self._query_mix(query.terms) if len(modalities) > 1 else {}
+        return CALIBRATED if self._merges_calibrated(mix, modalities) else COSINE
+
     def _candidate_ids(self, conditions: list[Condition], modality: str) -> np.ndarray:
         where, params = candidate_sql(conditions, (modality,), self.store.dialect)
         with self.store.engine.connect() as conn:
             return np.fromiter((r[0] for r in conn.execute(sql(where), params)), dtype=np.int64)
 
-    def _vector_ranking(self, q: np.ndarray, conditions: list[Condition], modalities: Sequence[str], depth: int) -> list[_Ranked]:
-        pairs: list[tuple[float, int]] = []
+    def _vector_ranking(self, q: np.ndarray, conditions: list[Condition], modalities: Sequence[str], depth: int,
+                        mix: dict[str, float] | None = None) -> list[_Ranked]:
+        """Vector ranking over ``modalities``; lists of two modalities merge on the calibrated scale of the
+        query's modality ``mix`` (mmsearch.calibration), unless the calibration says raw cosines."""
+        triples: list[tuple[float, float, int]] = []
+        calibrate = self._merges_calibrated(mix or {}, modalities)
         for modality in modalities:
-            if not conditions:  # every item is a candidate: no selector needed
-                scores, found = self.searcher.search_modality(modality, q, depth)
-                pairs.extend((float(s), int(i)) for s, i in zip(scores[0], found[0]) if i >= 0)
+            got = self._modality_cosines(q, conditions, modality, depth)
+            if not got:
                 continue
-            ids = self._candidate_ids(conditions, modality)
-            if len(ids) == 0:
-                continue
-            scores, found = self.searcher.search_modality(modality, q, depth, ids)
-            got = [(float(s), int(i)) for s, i in zip(scores[0], found[0]) if i >= 0]
-            if len(got) < min(depth, len(ids)) and len(ids) <= EXACT_FALLBACK_MAX:
-                got = self._exact_scores(q, ids, depth)  # an approximate index missed some: score them all
-            pairs.extend(got)
-        pairs.sort(key=lambda p: (-p[0], p[1]))
-        return [_Ranked(i, s, vector_score=s) for s, i in pairs[:depth]]
+            cosines = np.array([c for c, _ in got], dtype=np.float64)
+            scores = self.searcher.merged_scores(mix or {}, modality, q, cosines[None, :])[0] if calibrate else cosines
+            triples.extend((float(s), c, i) for s, (c, i) in zip(scores, got))
+        triples.sort(key=lambda p: (-p[0], p[2]))
+        return [_Ranked(i, s, vector_score=s, cosine=c) for s, c, i in triples[:depth]]
+
+    def _modality_cosines(self, q: np.ndarray, conditions: list[Condition], modality: str, depth: int) -> list[tuple[float, int]]:
+        """(cosine, id) of the ``depth`` best items of one modality among the filter's candidates."""
+        if not conditions:  # every item is a candidate: no selector needed
+            scores, found = self.searcher.search_modality(modality, q, depth)
+            return [(float(s), int(i)) for s, i in zip(scores[0], found[0]) if i >= 0]
+        ids = self._candidate_ids(conditions, modality)
+        if len(ids) == 0:
+            return []
+        scores, found = self.searcher.search_modality(modality, q, depth, ids)
+        got = [(float(s), int(i)) for s, i in zip(scores[0], found[0]) if i >= 0]
+        if len(got) < min(depth, len(ids)) and len(ids) <= EXACT_FALLBACK_MAX:
+            got = self._exact_scores(q, ids, depth)  # an approximate index missed some: score them all
+        return got
 
     def _exact_scores(self, q: np.ndarray, ids: np.ndarray, depth: int) -> list[tuple[float, int]]:
         vectors = self.store.vectors_for(ids.tolist())
@@ -248,7 +293,7 @@ class QueryEngine:
                     facts[int(item_id)] = _Facts(modality, str(product) if product is not None else None, value)
         return facts
 
-    def _hits(self, page: list[_Ranked], best_image: dict[str, int], query_text: str = "") -> list[QueryHit]:
+    def _hits(self, page: list[_Ranked], best_image: dict[str, int], query_text: str = "", scale: str = COSINE) -> list[QueryHit]:
         records = self.store.get_many([r.id for r in page])
         hits = []
         for r in page:
@@ -259,7 +304,7 @@ class QueryEngine:
             product = str(product) if product is not None else None
             image_id = rec.id if rec.modality == IMAGE else best_image.get(product) if product is not None else None
             hits.append(QueryHit(rec.id, r.score, r.vector_score, r.keyword_score, rec.modality, rec.path, rec.text,
-                                 rec.meta, product, image_id, snippet(rec.meta.get("ocr_text"), query_text)))
+                                 rec.meta, product, image_id, snippet(rec.meta.get("ocr_text"), query_text), r.cosine, scale))
         self._attach_images(hits)
         return hits
 
@@ -299,7 +344,7 @@ def _effective_mode(query: Query) -> str:
 def _fuse(vector: list[_Ranked], keyword: list[_Ranked], keyword_weight: float) -> list[_Ranked]:
     fused: dict[int, _Ranked] = {}
     for rank, r in enumerate(vector, 1):
-        fused[r.id] = _Ranked(r.id, (1 - keyword_weight) / (RRF_K + rank), vector_score=r.vector_score)
+        fused[r.id] = _Ranked(r.id, (1 - keyword_weight) / (RRF_K + rank), vector_score=r.vector_score, cosine=r.cosine)
     for rank, r in enumerate(keyword, 1):
         entry = fused.setdefault(r.id, _Ranked(r.id, 0.0))
         entry.score += keyword_weight / (RRF_K + rank)

@@ -12,13 +12,14 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
 from PIL import Image
 
+from mmsearch.calibration import COSINE, STATS_SAMPLE, Calibration, ModalityStats, load_calibration
 from mmsearch.vectors import rerank
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import InvalidQueryError, ItemNotFoundError, MmsearchError
@@ -38,12 +39,14 @@ TARGETS: tuple[str, ...] = ("image", "text", "all")
 @dataclass(frozen=True)
 class Hit:
     id: int
-    score: float
+    score: float  # on ``scale``: the cosine, or (a list merging modalities) the standardised cosine plus offset
     modality: str
     path: str | None
     text: str | None
     metadata: dict
     snippet: str | None = None  # for a text query: the line of the text read in the image (OCR) matching its words
+    cosine: float | None = None  # the raw cosine similarity, whatever the scale
+    scale: str = COSINE  # "cosine" or "calibrated" (mmsearch.calibration)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,6 +67,8 @@ class _Snapshot:
     indexes: dict[str, VectorIndex]
     generation: int
     faiss_device: str = "cpu"  # where unfiltered searches of these indexes run
+    calibration: Calibration = field(default_factory=Calibration)  # of the index's model (mmsearch.calibration)
+    stats: dict[str, ModalityStats | None] = field(default_factory=dict)  # per modality, computed on first merged search
 
 
 def _check_text(text: str) -> None:
@@ -125,7 +130,41 @@ class Searcher:
     def _snapshot_of(self, manifest: Manifest) -> _Snapshot:
         indexes, generation = self.index_dir.load_vectors(manifest, self.store, mmap=self._mmap)
         device = place_on_device(indexes, self._faiss_device, self._gpu_placer)
-        return _Snapshot(manifest, indexes, generation, device)
+        return _Snapshot(manifest, indexes, generation, device, self._calibration_of(manifest))
+
+    def _calibration_of(self, manifest: Manifest) -> Calibration:
+        """The score calibration of the index's model, read once per model (a reload keeps the model)."""
+        current = getattr(self, "_snapshot", None)
+        if current is not None and current.manifest.model_id == manifest.model_id:
+            return current.calibration
+        return load_calibration(manifest.model_spec, manifest.model_id)
+
+    @property
+    def calibration(self) -> Calibration:
+        """How scores of different modalities are put on one scale where lists merge (``target="all"``)."""
+        return self._snapshot.calibration
+
+    def use_calibration(self, calibration: Calibration) -> None:
+        """Replace the model's installed calibration (to compare calibrations, or raw cosines, on one index)."""
+        self._snapshot.calibration = calibration
+
+    def merged_scores(self, mix: dict[str, float], modality: str, queries: np.ndarray, cosines: np.ndarray) -> np.ndarray:
+        """Cosines [n, k] of ``modality`` items -> scores on the scale lists of both modalities merge on, for
+        queries made of ``mix`` (modality -> weight). See mmsearch.calibration."""
+        snapshot = self._snapshot
+        return snapshot.calibration.scores(mix, modality, queries, cosines, self._stats(snapshot, modality))
+
+    def _stats(self, snapshot: _Snapshot, modality: str) -> ModalityStats | None:
+        """Mean and covariance of a modality's stored vectors (an even sample of at most STATS_SAMPLE),
+        once per index version; None when the modality is empty."""
+        if modality not in snapshot.stats:
+            ids = np.sort(snapshot.indexes[modality].ids())
+            if len(ids) > STATS_SAMPLE:
+                ids = ids[np.linspace(0, len(ids) - 1, STATS_SAMPLE).astype(np.int64)]
+            vectors = self.store.vectors_for(ids.tolist())
+            rows = [vectors[int(i)] for i in ids if int(i) in vectors]
+            snapshot.stats[modality] = ModalityStats.of(np.stack(rows)) if rows else None
+        return snapshot.stats[modality]
 
     @property
     def encoder(self) -> Encoder:
@@ -213,15 +252,16 @@ class Searcher:
     def search_texts(self, texts: Sequence[str], target: Target = "image", k: int = 10) -> list[list[Hit]]:
         for t in texts:
             _check_text(t)
-        results = self.search_vectors(self.encoder.encode_texts(list(texts)), target, k)
+        results = self.search_vectors(self.encoder.encode_texts(list(texts)), target, k, query_modality=TEXT)
         return [with_snippets(hits, text) for hits, text in zip(results, texts)]
 
     def search_image(self, image: Image.Image, target: Target = "image", k: int = 10) -> list[Hit]:
-        return self.search_vectors(self.encoder.encode_images([image]), target, k)[0]
+        return self.search_vectors(self.encoder.encode_images([image]), target, k, query_modality=IMAGE)[0]
 
     def search_item(self, item_id: int, target: Target = "image", k: int = 10) -> list[Hit]:
         """'More like this': the item's own stored vector is the query."""
-        return self.search_vectors(self.stored_vectors([item_id])[item_id][None, :], target, k)[0]
+        modality = self.item(item_id).modality
+        return self.search_vectors(self.stored_vectors([item_id])[item_id][None, :], target, k, query_modality=modality)[0]
 
     def stored_vectors(self, item_ids: Sequence[int]) -> dict[int, np.ndarray]:
         """The stored vectors of these items (queries by example); an unknown id is ItemNotFoundError."""
@@ -231,19 +271,26 @@ class Searcher:
             raise ItemNotFoundError(f"no item with id {missing[0]}")
         return vectors
 
-    def search_vectors(self, queries: np.ndarray, target: Target = "image", k: int = 10) -> list[list[Hit]]:
+    def search_vectors(self, queries: np.ndarray, target: Target = "image", k: int = 10,
+                       query_modality: str | None = None) -> list[list[Hit]]:
+        """The k best items per query vector. With ``target="all"`` the two modalities' lists are merged
+        on the calibrated scale of the queries' modality (``query_modality``; None = unknown: raw cosines)."""
         _check_target_and_k(target, k)
         self.maybe_reload()
         snapshot = self._snapshot
         modalities = MODALITIES if target == "all" else (target,)
-        per_query: list[list[tuple[float, int]]] = [[] for _ in range(len(queries))]
+        mix = {query_modality: 1.0} if query_modality else {}
+        calibrate = target == "all" and bool(mix)
+        scale = snapshot.calibration.scale if calibrate else COSINE
+        per_query: list[list[tuple[float, float, int]]] = [[] for _ in range(len(queries))]
         for modality in modalities:
-            scores, ids = self._search_index(snapshot, modality, queries, k)
+            cosines, ids = self._search_index(snapshot, modality, queries, k)
+            scores = snapshot.calibration.scores(mix, modality, queries, cosines, self._stats(snapshot, modality)) if calibrate else cosines
             for q in range(len(queries)):
-                per_query[q].extend((float(s), int(i)) for s, i in zip(scores[q], ids[q]) if i >= 0)
-        ranked = [sorted(pairs, key=lambda p: -p[0])[:k] for pairs in per_query]
-        records = self.store.get_many({i for pairs in ranked for _, i in pairs})
-        return [[self._hit(score, records[i]) for score, i in pairs if i in records] for pairs in ranked]
+                per_query[q].extend((float(s), float(c), int(i)) for s, c, i in zip(scores[q], cosines[q], ids[q]) if i >= 0)
+        ranked = [sorted(triples, key=lambda p: (-p[0], p[2]))[:k] for triples in per_query]
+        records = self.store.get_many({i for triples in ranked for _, _, i in triples})
+        return [[self._hit(score, cosine, scale, records[i]) for score, cosine, i in triples if i in records] for triples in ranked]
 
     def search_modality(self, modality: str, queries: np.ndarray, k: int,
                         subset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -259,8 +306,8 @@ class Searcher:
         return rerank.search(snapshot.indexes[modality], queries, k, factor, self.store.vectors_for, subset)
 
     @staticmethod
-    def _hit(score: float, record: ItemRecord) -> Hit:
-        return Hit(record.id, score, record.modality, record.path, record.text, record.meta)
+    def _hit(score: float, cosine: float, scale: str, record: ItemRecord) -> Hit:
+        return Hit(record.id, score, record.modality, record.path, record.text, record.meta, cosine=cosine, scale=scale)
 
     # --- items ---
     def item(self, item_id: int) -> ItemRecord:
@@ -281,6 +328,7 @@ class Searcher:
             "index_factory": snapshot.manifest.index_factory,
             "device": self._encoder.device if self._encoder is not None else None,
             "faiss_device": snapshot.faiss_device,
+            "score_scale": snapshot.calibration.scale,
         }
 
 

@@ -12,6 +12,7 @@ import pytest
 from catalogue_data import open_shop
 from conftest import REPO
 from live_server import LiveServer
+from mmsearch.calibration import RAW
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -25,6 +26,10 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Ch
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_encoder):
     searcher, app, products, catalogue = open_shop(tmp_path_factory.mktemp("webshop"), tiny_encoder, N_PRODUCTS)
+    # The random-weight model's cross-modal cosines are noise, so standardising them (mmsearch.calibration)
+    # would rank noise: this test is about the page, so the merge keeps raw cosines (the real model's merged
+    # lists are tested in test_calibration.py).
+    searcher.use_calibration(RAW)
     with LiveServer(app) as live:
         yield live.url, searcher, products, catalogue
 

@@ -62,6 +62,8 @@ class QueryHitOut(BaseModel):
     product: str | None
     image_id: int | None
     snippet: str | None = Field(None, description="The line of the text read in the image (OCR) that matches the query's words.")
+    cosine: float | None = Field(None, description="Raw cosine of the vector match (null when ranked by keyword alone).")
+    scale: str = Field("cosine", description="What `score` is: cosine, calibrated (target all), rrf (hybrid) or bm25 (keyword).")
 
 
 class QueryResponse(BaseModel):

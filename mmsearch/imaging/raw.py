@@ -61,12 +61,13 @@ def read_raw(path: "str | os.PathLike[str]", max_pixels: int, target_size: int |
     with raw:
         facts = _facts(raw)
         try:
-            picture = _preview(raw, target_size or MIN_PREVIEW, max_pixels)
+            picture = _preview(raw, target_size or MIN_PREVIEW, max_pixels, facts)
             if picture is not None:
                 facts.source = "preview"
             else:
                 picture = _demosaic(raw, max_pixels)
                 facts.source = "demosaic"
+                _shot_facts(raw, facts)
         except rawpy.LibRawError as exc:
             raise RawDecodeError(f"cannot decode RAW file: {_libraw_reason(exc)}") from exc
     if facts.exif is None:
@@ -75,16 +76,26 @@ def read_raw(path: "str | os.PathLike[str]", max_pixels: int, target_size: int |
 
 
 def _libraw_reason(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.replace("b'", "").replace("'", "")
+    import rawpy
+
+    text = (str(exc) or type(exc).__name__).replace("b'", "").replace("'", "")
+    if isinstance(exc, (rawpy.LibRawOutOfOrderCallError, rawpy.LibRawDataError, rawpy.LibRawIOError)):
+        return f"truncated or corrupt RAW data ({text})"
+    return text
 
 
 def _facts(raw) -> RawFacts:
+    """The picture's upright size, known as soon as the file is opened."""
     sizes = raw.sizes
     width, height = sizes.width, sizes.height
     if sizes.flip in (5, 6):
         width, height = height, width
-    facts = RawFacts(width=width, height=height)
+    return RawFacts(width=width, height=height)
+
+
+def _shot_facts(raw, facts: RawFacts) -> None:
+    """Exposure, time and lens as LibRaw decoded them. rawpy reads these only after unpacking the sensor
+    data, so they are taken only when the picture was demosaiced anyway; otherwise the EXIF gives them."""
     try:
         other = raw.other
         facts.timestamp = other.timestamp if other.timestamp and other.timestamp.year > 1970 else None
@@ -96,15 +107,15 @@ def _facts(raw) -> RawFacts:
         facts.lens = (lens.model or "").strip() or None
     except Exception as exc:  # older rawpy without these accessors, or odd values: the pixels still count
         log.debug("RAW shot facts unreadable: %s", exc)
-    return facts
 
 
 def _flip(raw) -> int:
     return raw.sizes.flip
 
 
-def _preview(raw, needed: int, max_pixels: int) -> Image.Image | None:
-    """The embedded JPEG (or bitmap) preview, upright, if its shorter side is at least ``needed``."""
+def _preview(raw, needed: int, max_pixels: int, facts: RawFacts) -> Image.Image | None:
+    """The embedded JPEG (or bitmap) preview, upright, if its shorter side is at least ``needed``
+    (a JPEG preview's own EXIF, which some cameras write in full, goes into ``facts``)."""
     import rawpy
 
     try:
@@ -122,6 +133,9 @@ def _preview(raw, needed: int, max_pixels: int) -> Image.Image | None:
             return None
         if min(im.size) < needed or im.width * im.height > max_pixels:
             return None
+        preview_exif = im.getexif()
+        if preview_exif.get(0x010F) or preview_exif.get(0x0132):  # it says which camera, or when
+            facts.exif = preview_exif
         im.draft("RGB", (needed, needed))
         im.load()
         own_orientation = im.getexif().get(0x0112, 1)

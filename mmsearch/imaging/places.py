@@ -27,24 +27,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from mmsearch.config import cache_dir
+from mmsearch.geo import haversine_km
 
 log = logging.getLogger(__name__)
 
-EARTH_RADIUS_KM = 6371.0088
 MAX_CITY_KM = 30.0  # farther than this from any listed place (at sea, in the wilderness): no city
 MAX_COUNTRY_KM = 200.0  # and farther than this: no region or country either
 NEIGHBOURS = 16
 _CACHE_VERSION = 1
 _lock = threading.Lock()
 _table: "PlaceTable | None" = None
-
-
-def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance in km (the formula the SQL radius filter uses too)."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
 
 
 def _unit_vectors(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:

@@ -47,7 +47,7 @@ def search_text(
 
 @router.post("/v1/search/image", response_model=SearchResponse, responses=ERRORS)
 def search_image(
-    file: UploadFile = File(..., description="Query image (JPEG, PNG, WebP, GIF, BMP, TIFF)"),
+    file: UploadFile = File(..., description="Query image (JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF, AVIF)"),
     target: Literal["image", "text", "all"] = Form("image"),
     k: int = Form(10, ge=1, le=1000),
     searcher: Searcher = Depends(get_searcher),

@@ -123,7 +123,10 @@ def write_heic(path: Path, shot: Shot, size=(96, 64), colour=(30, 160, 90)) -> P
 
 
 def write_avif(path: Path, shot: Shot, size=(96, 64), colour=(40, 90, 200)) -> Path:
-    picture(size, colour).save(path, format="AVIF", exif=exif_of(shot).tobytes(), quality=90)
+    kwargs = {"exif": exif_of(shot).tobytes(), "quality": 90}
+    if shot.tags or shot.title:
+        kwargs["xmp"] = xmp_packet(shot.tags, shot.title)
+    picture(size, colour).save(path, format="AVIF", **kwargs)
     return path
 
 

@@ -150,3 +150,18 @@ def multipage_tiff_bytes(size=(47, 29), colours=("red", "blue", "lime")) -> byte
     buf = io.BytesIO()
     pages[0].save(buf, format="TIFF", save_all=True, append_images=pages[1:])
     return buf.getvalue()
+
+
+def iptc_jpeg_bytes(keywords: list[str], title: str, size=(20, 10)) -> bytes:
+    """A JPEG with an IPTC block (APP13, Photoshop 3.0 resource 0x0404) as older tools write keywords."""
+
+    def record(dataset: int, data: bytes) -> bytes:
+        return bytes([0x1C, 2, dataset]) + len(data).to_bytes(2, "big") + data
+
+    block = b"".join(record(25, k.encode()) for k in keywords) + record(5, title.encode())
+    resource = b"8BIM" + (0x0404).to_bytes(2, "big") + b"\0\0" + len(block).to_bytes(4, "big") + block + b"\0" * (len(block) % 2)
+    app13 = b"Photoshop 3.0\0" + resource
+    buf = io.BytesIO()
+    Image.new("RGB", size, "grey").save(buf, format="JPEG")
+    data = buf.getvalue()
+    return data[:2] + b"\xff\xed" + (len(app13) + 2).to_bytes(2, "big") + app13 + data[2:]

@@ -19,7 +19,7 @@ from PIL import Image
 from conftest import run_index
 from dngfile import write_dng
 from photo_library import COUNTRY, add_other_formats, build_library
-from photofiles import LISBON, SYDNEY, Shot, heic_bytes, write_heic, write_jpeg, xmp_packet
+from photofiles import LISBON, SYDNEY, Shot, heic_bytes, iptc_jpeg_bytes, write_heic, write_jpeg, xmp_packet
 from mmsearch.errors import InvalidQueryError
 from mmsearch.geo import bounding_box, haversine_km
 from mmsearch.imaging.decode import open_image
@@ -93,6 +93,14 @@ def test_xmp_keywords_titles_and_hostile_packets():
     assert parse_xmp(bomb) == {}
     assert parse_xmp(b"<x:xmpmeta xmlns:x='adobe:ns:meta/'><unclosed></x:xmpmeta>") == {}
     assert parse_xmp(b"<x:xmpmeta>" + b" " * (300 * 1024) + b"</x:xmpmeta>") == {}
+
+
+def test_iptc_keywords_and_title(tmp_path):
+    path = tmp_path / "old.jpg"
+    path.write_bytes(iptc_jpeg_bytes(["harbour", "boats"], "Morning"))
+    with Image.open(path) as im:
+        fields = photo_fields(im, path)
+    assert fields["tags"] == ["harbour", "boats"] and fields["title"] == "Morning"
 
 
 def test_place_names_are_offline_and_sensible():

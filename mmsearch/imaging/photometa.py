@@ -362,7 +362,9 @@ def _xmp_values(root: ET.Element, name: str) -> list[str]:
 
 
 def _iptc(im: Image.Image) -> dict[str, Any]:
-    if im.format not in ("JPEG", "TIFF"):
+    has_block = (im.format == "JPEG" and any(marker == "APP13" for marker, _ in getattr(im, "applist", ()))) or (
+        im.format == "TIFF" and 33723 in getattr(im, "tag_v2", {}))
+    if not has_block:  # most photos have none: skip the parser
         return {}
     try:
         from PIL import IptcImagePlugin

@@ -17,7 +17,10 @@ function isPhotoLibrary(fields) { return fields.some((f) => f.name === "taken");
 
 function photoFacets(fields) {
   const rank = (f) => { const i = PHOTO_FACETS.indexOf(f.name); return i < 0 ? PHOTO_FACETS.length : i; };
-  return fields.filter((f) => !PHOTO_TECHNICAL.has(f.name)).sort((a, b) => rank(a) - rank(b));
+  return fields
+    .filter((f) => !PHOTO_TECHNICAL.has(f.name))
+    .map((f) => (f.histogram ? { ...f, values: null } : f)) // a date field is a range, never a list of timestamps
+    .sort((a, b) => rank(a) - rank(b));
 }
 
 function monthEnd(bucket) {

@@ -3,9 +3,7 @@ without a position, dates over three years with and without UTC offsets, every r
 
 from __future__ import annotations
 
-import io
 import random
-import shutil
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path

@@ -26,7 +26,7 @@ from mmsearch.imaging.decode import open_image
 from mmsearch.imaging.photometa import camera_fields, iso_datetime, parse_xmp, photo_fields
 from mmsearch.imaging.places import place_names
 from mmsearch.imaging.raw import read_raw
-from mmsearch.storage.filters import from_json, near, parse_near, parse_wheres
+from mmsearch.storage.filters import from_json, near, parse_near
 
 
 # --- reading: fields, places, RAW ---

@@ -8,7 +8,8 @@ from typing import Literal
 from fastapi import APIRouter, Depends, File, Form, Path as PathParam, UploadFile
 from fastapi.responses import Response
 
-from mmsearch.imaging.decode import UPLOAD_FORMATS, DecodeError, open_image
+from mmsearch.imaging.decode import DecodeError, open_image
+from mmsearch.imaging.formats import UPLOAD_FORMATS
 from mmsearch.api.deps import get_app_settings, get_searcher
 from mmsearch.api.security import check_query_bounds
 from mmsearch.api.schemas import ErrorOut, HitOut, InfoOut, ItemOut, SearchRequest, SearchResponse

@@ -14,7 +14,7 @@ from typing import BinaryIO, Sequence
 
 from PIL import Image, ImageFile, ImageOps
 
-from mmsearch.imaging.formats import UPLOAD_FORMATS, is_raw_name, register_plugins  # noqa: F401 (UPLOAD_FORMATS: where callers find it)
+from mmsearch.imaging.formats import is_raw_name, register_plugins
 from mmsearch.imaging.photometa import photo_fields, raw_fields
 from mmsearch.imaging.raw import NotRawError, RawDecodeError, read_raw
 

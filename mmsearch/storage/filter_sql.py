@@ -41,8 +41,8 @@ def _near_sql(cond: Condition, params: Params) -> str:
     great-circle distance (SQLite evaluates these left to right and stops at the first false)."""
     lat, lon, km = cond.value
     low, high, lons = bounding_box(lat, lon, km)
-    typed = (f"json_type(items.meta, '$.gps_lat') IN ('integer', 'real') AND "
-             f"json_type(items.meta, '$.gps_lon') IN ('integer', 'real')")
+    typed = ("json_type(items.meta, '$.gps_lat') IN ('integer', 'real') AND "
+             "json_type(items.meta, '$.gps_lon') IN ('integer', 'real')")
     box = f"{_LAT} BETWEEN {params.add(low)} AND {params.add(high)}"
     if lons:
         box += " AND (" + " OR ".join(f"{_LON} BETWEEN {params.add(w)} AND {params.add(e)}" for w, e in lons) + ")"

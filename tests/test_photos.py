@@ -60,6 +60,21 @@ def test_a_picture_without_exif_gets_size_album_and_its_mtime(tmp_path):
     assert not {"camera", "gps_lat", "city"} & set(fields)
 
 
+def test_reading_fields_never_decodes_pixels(tmp_path):
+    """A PNG declaring 100,000 x 100,000 pixels: its fields are read, its pixels are not (the cap refuses them)."""
+    from badfiles import _png_with_size
+
+    import resource
+
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_with_size(100_000, 100_000))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with Image.open(path) as im:
+        fields = photo_fields(im, path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 100_000  # KB: nothing decoded (it would be 30 GB)
+    assert (fields["width"], fields["height"]) == (100_000, 100_000)
+
+
 @pytest.mark.parametrize("make, model, camera, camera_model", [
     ("NIKON CORPORATION", "NIKON D850", "Nikon D850", "D850"),
     ("Canon", "Canon EOS R5", "Canon EOS R5", "EOS R5"),

@@ -85,11 +85,7 @@ def photo_fields(im: Image.Image, path: "str | os.PathLike[str] | None", mtime: 
     """The photo fields of an opened (not yet loaded or drafted) picture. Never raises: a damaged
     header gives fewer fields, not a failed file."""
     fields: dict[str, Any] = {}
-    try:
-        exif = im.getexif()
-    except Exception as exc:  # Pillow raises assorted types on malformed EXIF
-        log.debug("unreadable EXIF: %s", exc)
-        exif = Image.Exif()
+    exif = header_exif(im)
     fields.update(exif_fields(exif))
     width, height = im.size
     if _orientation(exif) in (5, 6, 7, 8):
@@ -98,6 +94,19 @@ def photo_fields(im: Image.Image, path: "str | os.PathLike[str] | None", mtime: 
     fields.update(_text_fields(im))
     finish(fields, path, mtime)
     return fields
+
+
+def header_exif(im: Image.Image) -> Image.Exif:
+    """The EXIF Pillow found while opening, never decoding pixels for it: a PNG's eXIf chunk may follow
+    its image data, and Pillow's PNG getexif() decodes the whole image to reach it (a 100,000-pixel-wide
+    bomb would be decoded before the pixel cap could refuse it). Such a late chunk is left unread."""
+    if im.format == "PNG" and "exif" not in im.info:
+        return Image.Exif()
+    try:
+        return im.getexif()
+    except Exception as exc:  # Pillow raises assorted types on malformed EXIF
+        log.debug("unreadable EXIF: %s", exc)
+        return Image.Exif()
 
 
 def finish(fields: dict[str, Any], path: "str | os.PathLike[str] | None", mtime: float | None) -> dict[str, Any]:

@@ -173,12 +173,12 @@ def test_cli_eval_errors_are_one_line(tmp_path):
 
 def test_index_folder_follows_the_weights_file(tmp_path, monkeypatch):
     """Retrained weights at the same path (or a new shipped default) get a fresh index, not a mismatch error."""
-    from mmsearch.encoders import lite
+    from mmsearch.encoders import lite_files
     from mmsearch.train.evaluate import index_folder_name
 
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"one")
-    monkeypatch.setattr(lite, "DEFAULT_WEIGHTS", weights)
+    monkeypatch.setattr(lite_files, "DEFAULT_WEIGHTS", weights)  # where shipped_weights() reads it since the layout
     first = (index_folder_name(f"mmsearch-lite:{weights}"), index_folder_name("mmsearch-lite"))
     weights.write_bytes(b"two")
     second = (index_folder_name(f"mmsearch-lite:{weights}"), index_folder_name("mmsearch-lite"))

@@ -40,6 +40,11 @@ class LiteConfig:
     # as the pretrained sentence space (LiT-style) and generalises to concepts absent from training.
     image_head_bridge: bool = False
     text_head_residual: bool = False
+    # Which texts stand for the 1000 classes in the bridge's output: "prompt" (class_prompt with each
+    # class's first name: the class_text_emb buffer) or "wordnet" (synonyms, hypernym chain and gloss
+    # from WordNet: the bridge_class_emb buffer, built by mmsearch.train.wordnet_bridge). The image head's
+    # input stays the prompt bridge either way, so heads trained on it keep working.
+    bridge_classes: str = "prompt"
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:

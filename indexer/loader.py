@@ -10,6 +10,7 @@ full-size decode, so OCR overlaps with embedding; without one the OCR engine is 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
@@ -29,6 +30,7 @@ class DecodedBatch:
     failures: list[tuple[int, str]]  # (position, reason)
     ocr: dict[int, "OcrResult"] = field(default_factory=dict)  # position -> text read (with an OCR budget)
     ocr_failures: list[tuple[int, str]] = field(default_factory=list)  # (position, why OCR failed): image kept
+    meta: list[dict] = field(default_factory=list)  # photo fields of each image in ``positions``, in order
 
 
 class _ImageFiles(Dataset):
@@ -41,15 +43,16 @@ class _ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, position: int):
+        meta: dict = {}  # photo fields, read here from the header the decode parses anyway
         try:
             # OCR needs every pixel: no reduced-scale JPEG decoding then
-            image = open_image(self.paths[position], self.max_pixels, None if self.ocr else self.target_size)
+            image = open_image(self.paths[position], self.max_pixels, None if self.ocr else self.target_size, meta=meta)
             pixels = self.transform(image)
         except DecodeError as exc:
-            return position, None, str(exc), None
+            return position, None, str(exc), None, None
         except Exception as exc:  # the transform itself failed on a strange image
-            return position, None, f"cannot preprocess image: {type(exc).__name__}: {exc}", None
-        return position, pixels, None, self._read_text(image) if self.ocr else None
+            return position, None, f"cannot preprocess image: {type(exc).__name__}: {exc}", None, None
+        return position, pixels, None, self._read_text(image) if self.ocr else None, meta
 
     def _read_text(self, image) -> "OcrResult | str":
         """The image's text, or why it could not be read (the image is indexed either way)."""
@@ -64,12 +67,19 @@ class _ImageFiles(Dataset):
 
 
 def _collate(samples) -> DecodedBatch:
-    ok = [(p, t) for p, t, err, _ in samples if err is None]
-    failures = [(p, err) for p, _, err, _ in samples if err is not None]
-    pixels = torch.stack([t for _, t in ok]) if ok else torch.zeros(0)
-    texts = {p: text for p, _, err, text in samples if err is None and text is not None and not isinstance(text, str)}
-    ocr_failures = [(p, text) for p, _, err, text in samples if err is None and isinstance(text, str)]
-    return DecodedBatch([p for p, _ in ok], pixels, failures, texts, ocr_failures)
+    ok = [(p, t, meta) for p, t, err, _, meta in samples if err is None]
+    failures = [(p, err) for p, _, err, _, _ in samples if err is not None]
+    pixels = torch.stack([t for _, t, _ in ok]) if ok else torch.zeros(0)
+    texts = {p: text for p, _, err, text, _ in samples if err is None and text is not None and not isinstance(text, str)}
+    ocr_failures = [(p, text) for p, _, err, text, _ in samples if err is None and isinstance(text, str)]
+    return DecodedBatch([p for p, _, _ in ok], pixels, failures, texts, ocr_failures, [meta for _, _, meta in ok])
+
+
+def _single_threaded_worker(_worker_id: int) -> None:
+    """A decode worker is one process per core: native decoders loaded in it (LibRaw's OpenMP demosaic)
+    run one thread, which also keeps OpenMP in a forked process from ever waiting on the parent's pool."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    warnings.filterwarnings("ignore", message="rawpy is being used in a process created by multiprocessing")
 
 
 READ_AHEAD_BYTES = 96 * 2**20  # decoded pixels the workers may hold ready (bounded: memory stays flat)
@@ -126,5 +136,6 @@ def decode_batches(
         prefetch_factor=read_ahead_batches(batch_size, workers, target_size) if workers else None,
         pin_memory=pin_memory,
         timeout=timeout if workers else 0,
+        worker_init_fn=_single_threaded_worker if workers else None,
     )
     return iter(loader)

@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mmsearch.imaging.fastpath import SplitTransform, same_worker_stage, split_transform
+from indexer.photos import backfill_photo_fields, carry_photo_fields, merge_photo_fields, needs_backfill
 from indexer.loader import DecodedBatch, decode_batches
 from indexer.sources import ScanResult, SourceItem, scan
 from mmsearch.writer import IndexWriter
@@ -101,6 +102,7 @@ def make_plan(result: ScanResult, existing: dict[str, ItemRecord], ocr: bool = F
     plan = Plan()
     seen: set[str] = set()
     fresh: list[SourceItem] = []
+    same: list[tuple[SourceItem, ItemRecord]] = []  # content unchanged: metadata may still differ
     for item in result.items:
         record = existing.get(item.key)
         if record is None or record.modality != item.modality:
@@ -109,7 +111,15 @@ def make_plan(result: ScanResult, existing: dict[str, ItemRecord], ocr: bool = F
         seen.add(item.key)
         if record.sha256 != item.sha256 or needs_ocr(record, ocr):
             plan.embed.append((item, record.id))
-        elif (record.path, record.text, _source_meta(record.meta), record.size, record.mtime) != (item.path, item.text, item.meta, item.size, item.mtime):
+        else:
+            same.append((item, record))
+    # photo fields of files not decoded again: carried over, or read from the headers of items stored before them
+    stored_without = [needs_backfill(record.meta, item) for item, record in same]
+    backfill_photo_fields([item for (item, _), old in zip(same, stored_without) if old])
+    for (item, record), old in zip(same, stored_without):
+        if not old:
+            item.meta = carry_photo_fields(record.meta, item)
+        if (record.path, record.text, _source_meta(record.meta), record.size, record.mtime) != (item.path, item.text, item.meta, item.size, item.mtime):
             plan.updates.append((record.id, _fields(item, record)))
         else:
             plan.unchanged += 1
@@ -121,6 +131,7 @@ def make_plan(result: ScanResult, existing: dict[str, ItemRecord], ocr: bool = F
         pool = vanished.get((item.modality, item.sha256))
         if pool:  # same content under a new name: a move or rename keeps its id and vector
             record = pool.pop()
+            item.meta = carry_photo_fields(record.meta, item)
             if needs_ocr(record, ocr):
                 plan.embed.append((item, record.id))
             else:
@@ -140,6 +151,7 @@ class EmbeddedBatch:
     failures: list[tuple[int, str]] = field(default_factory=list)  # (position, reason)
     meta: dict[int, dict] = field(default_factory=dict)  # position -> metadata fields to add (the text read by OCR)
     notes: list[tuple[int, str]] = field(default_factory=list)  # (position, remark): indexed, with a caveat
+    photo: list[dict] = field(default_factory=list)  # images: photo fields read while decoding, one per position
 
 
 class EmbedStage(Protocol):
@@ -218,7 +230,7 @@ def embed_batches(encoder: Encoder, items: Sequence[SourceItem], *, batch_size: 
         pixels = batch.pixels if uint8_ok else stages.finish(batch.pixels)
         vectors = encoder.encode_image_tensors(pixels) if batch.positions else np.zeros((0, encoder.dim), np.float32)
         yield EmbeddedBatch([images[p] for p in batch.positions], vectors, [(images[p], reason) for p, reason in batch.failures],
-                            *_ocr_outcome(batch, images, ocr))
+                            *_ocr_outcome(batch, images, ocr), photo=batch.meta)
 
 
 def _ocr_outcome(batch: DecodedBatch, images: list[int], ocr: OcrBudget | None) -> tuple[dict[int, dict], list[tuple[int, str]]]:
@@ -368,6 +380,8 @@ def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, worker
             encoder, [item for item, _ in todo], batch_size=batch_size, workers=workers, max_pixels=max_pixels
         ):
             chunk = [todo[p] for p in batch.positions]
+            if batch.photo:
+                merge_photo_fields([item for item, _ in chunk], batch.photo)
             writer.add([_new_item(item, item_id, batch.meta.get(p)) for p, (item, item_id) in zip(batch.positions, chunk)], batch.vectors)
             _count(report, chunk)
             report.notes.extend((todo[p][0].key, note) for p, note in batch.notes)

@@ -131,7 +131,8 @@ class ShardEmbedder:
 
 def _shifted(batch: EmbeddedBatch, offset: int) -> EmbeddedBatch:
     """A shard's batch with positions in the whole run's item list."""
-    return EmbeddedBatch([p + offset for p in batch.positions], batch.vectors, [(p + offset, r) for p, r in batch.failures])
+    return EmbeddedBatch([p + offset for p in batch.positions], batch.vectors, [(p + offset, r) for p, r in batch.failures],
+                         photo=batch.photo)
 
 
 class RayEngine:

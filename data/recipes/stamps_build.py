@@ -6,6 +6,12 @@ everyday things users index, in none of the training styles. The whole set is th
 test set `test_stamps.jsonl`; a hash split by concept (`concept_split`) also writes
 `train_stamps.jsonl` / `test_stamps_heldout.jsonl`, so a model that trains on some stamps can still
 be tested on stamp concepts it never saw.
+
+A second, independent hash split by concept (`eval_split`, its own salt) writes `val_stamps.jsonl` /
+`test_stamps_split.jsonl` for choosing a training-free or lightly trained model on photo-like pictures:
+everything is chosen on the validation half and the test half is reported once, at the end. Its salt
+differs from the train/heldout split's because `test_stamps_heldout` was looked at while earlier models
+were chosen.
 """
 from __future__ import annotations
 
@@ -41,12 +47,18 @@ class StampsOptions:
     cache: Path
     size: int = 224
     test_fraction: float = 0.5  # of concepts, for the train_stamps / test_stamps_heldout split
+    eval_test_fraction: float = 0.5  # of concepts, for the val_stamps / test_stamps_split split
     force: bool = False  # re-render images that exist from an earlier run
 
 
 def stamps_split(concept: str, test_fraction: float) -> str:
     """'train' or 'test' for a stamp concept; its own salt, independent of the other splits."""
     return "test" if stable_fraction(concept, SPLIT_SALT + ":stamps") < test_fraction else "train"
+
+
+def stamps_eval_split(concept: str, test_fraction: float) -> str:
+    """'val' or 'test' for a stamp concept: the validation/test split for choosing models on stamps."""
+    return "test" if stable_fraction(concept, SPLIT_SALT + ":stamps-eval") < test_fraction else "val"
 
 
 def _skipped(rel: Path) -> bool:
@@ -100,17 +112,21 @@ def build_stamps(opts: StampsOptions) -> dict:
                 "category": rel.parts[0],
                 "folder": rel.parent.as_posix(),
                 "concept_split": stamps_split(concept, opts.test_fraction),
+                "eval_split": stamps_eval_split(concept, opts.eval_test_fraction),
             }
         )
     manifest_dir = opts.out / "manifests"
     write_jsonl(manifest_dir / "test_stamps.jsonl", rows)
     write_jsonl(manifest_dir / "train_stamps.jsonl", [r for r in rows if r["concept_split"] == "train"])
     write_jsonl(manifest_dir / "test_stamps_heldout.jsonl", [r for r in rows if r["concept_split"] == "test"])
+    write_jsonl(manifest_dir / "val_stamps.jsonl", [r for r in rows if r["eval_split"] == "val"])
+    write_jsonl(manifest_dir / "test_stamps_split.jsonl", [r for r in rows if r["eval_split"] == "test"])
     log.info("stamps: %d pictures, %d concepts (%.0f s)", len(rows), len({r["concept"] for r in rows}), time.monotonic() - t0)
     return {
         "splits": {
             "test_stamps": summarize(rows),
             **{f"{name}_stamps": summarize([r for r in rows if r["concept_split"] == part]) for name, part in (("train", "train"), ("test_heldout", "test"))},
+            **{name: summarize([r for r in rows if r["eval_split"] == part]) for name, part in (("val_stamps", "val"), ("test_stamps_split", "test"))},
         },
         "by_category": dict(sorted(Counter(r["category"] for r in rows).items())),
         "captions": len({r["text"] for r in rows}),

@@ -13,7 +13,8 @@ import re
 
 from PIL import Image
 
-from mmsearch.imaging.decode import UPLOAD_FORMATS, DecodeError, open_image
+from mmsearch.imaging.decode import DecodeError, open_image
+from mmsearch.imaging.formats import UPLOAD_FORMATS
 from mmsearch.errors import InvalidQueryError, PayloadTooLargeError
 
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Depends, File, Form, Path as PathParam, UploadFil
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from mmsearch.imaging.decode import UPLOAD_FORMATS, DecodeError, open_image
+from mmsearch.imaging.decode import DecodeError, open_image
+from mmsearch.imaging.formats import UPLOAD_FORMATS
 from mmsearch.api.deps import get_app_settings, get_searcher
 from mmsearch.api.security import Scope, check_query_bounds, require
 from mmsearch.api.schemas import ErrorOut, InfoOut, ItemOut, SearchRequest, SearchResponse, json_response
@@ -47,7 +48,7 @@ async def search_text(
 
 @router.post("/v1/search/image", response_model=SearchResponse, responses=ERRORS)
 def search_image(
-    file: UploadFile = File(..., description="Query image (JPEG, PNG, WebP, GIF, BMP, TIFF)"),
+    file: UploadFile = File(..., description="Query image (JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF, AVIF)"),
     target: Literal["image", "text", "all"] = Form("image"),
     k: int = Form(10, ge=1, le=1000),
     searcher: Searcher = Depends(get_searcher),

@@ -85,6 +85,7 @@ class FieldOut(BaseModel):
     min: Any = None
     max: Any = None
     values: list[dict] | None = None
+    histogram: list[dict] | None = Field(None, description='date fields: [{"bucket": "2023-06", "count": 12}], per month (per year over ten years)')
 
 
 class FieldsResponse(BaseModel):

@@ -107,6 +107,10 @@ class LiteDualEncoder(nn.Module):
             str(minilm_dir()), output_dim=TEXT_FEATURES, pooler_type="mean_pooler", proj_type=None, pretrained=load_towers
         )
         self.register_buffer("class_text_emb", torch.zeros(1000, TEXT_FEATURES))
+        if cfg.bridge_classes == "wordnet":
+            self.register_buffer("bridge_class_emb", torch.zeros(1000, TEXT_FEATURES))
+        elif cfg.bridge_classes != "prompt":
+            raise ValueError(f"unknown bridge_classes {cfg.bridge_classes!r}: use prompt or wordnet")
         self.image_head, self.text_head = make_heads(cfg)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
@@ -138,9 +142,21 @@ class LiteDualEncoder(nn.Module):
             parts.append(math.sqrt(self.cfg.learned_weight) * F.normalize(learned.float(), dim=-1))
         return F.normalize(torch.cat(parts, dim=-1), dim=-1)
 
+    def class_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits.float() / self.cfg.bridge_temperature, dim=-1)
+
     def image_bridge(self, logits: torch.Tensor) -> torch.Tensor:
-        probs = torch.softmax(logits.float() / self.cfg.bridge_temperature, dim=-1)
-        return probs @ self.class_text_emb
+        """The image's point in MiniLM space: class probabilities @ class-name embeddings (the prompt ones,
+        which is also what a bridge-aware image head takes as input)."""
+        return self.class_probabilities(logits) @ self.class_text_emb
+
+    def output_bridge(self, logits: torch.Tensor) -> torch.Tensor:
+        """The bridge part of the joint image embedding: over the WordNet class texts when the config says
+        so (a query such as "a zebu" or "a sliced lime" is nearer "ox, a kind of cattle: an adult castrated
+        bull ..." than "a photo of a ox"), else the same as ``image_bridge``."""
+        if self.cfg.bridge_classes == "wordnet":
+            return self.class_probabilities(logits) @ self.bridge_class_emb
+        return self.image_bridge(logits)
 
     def learned_image(self, pooled: torch.Tensor, bridge: torch.Tensor) -> torch.Tensor:
         """The learned part of an image embedding (not normalised)."""
@@ -153,9 +169,8 @@ class LiteDualEncoder(nn.Module):
         return text_feats.float() + out if self.cfg.text_head_residual else out
 
     def join_image(self, pooled: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        bridge = self.image_bridge(logits)
-        learned = self.learned_image(pooled, bridge) if self.cfg.learned_weight > 0 else pooled[:, :0]
-        return self._join(bridge, learned)
+        learned = self.learned_image(pooled, self.image_bridge(logits)) if self.cfg.learned_weight > 0 else pooled[:, :0]
+        return self._join(self.output_bridge(logits), learned)
 
     def join_text(self, text_feats: torch.Tensor) -> torch.Tensor:
         learned = self.learned_text(text_feats) if self.cfg.learned_weight > 0 else text_feats[:, :0]
@@ -169,7 +184,7 @@ class LiteDualEncoder(nn.Module):
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """What a weights file must carry: everything that differs from the tower packages."""
-        keep = {"class_text_emb", "logit_scale"}
+        keep = {"class_text_emb", "bridge_class_emb", "logit_scale"}
         state = {}
         for name, tensor in self.state_dict().items():
             head = name.startswith(("image_head.", "text_head."))

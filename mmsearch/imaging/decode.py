@@ -8,10 +8,15 @@ torch: a one-shot query must not pay for it. Readers of further formats live bes
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from typing import BinaryIO, Sequence
 
 from PIL import Image, ImageFile, ImageOps
+
+from mmsearch.imaging.formats import is_raw_name, register_plugins
+from mmsearch.imaging.photometa import photo_fields, raw_fields
+from mmsearch.imaging.raw import NotRawError, RawDecodeError, read_raw
 
 log = logging.getLogger(__name__)
 
@@ -23,25 +28,30 @@ class DecodeError(Exception):
     """The file is not a readable image (or is beyond the pixel cap)."""
 
 
-# Formats an untrusted upload may be: the raster formats people search with. Anything else (EPS, which
-# runs Ghostscript; PSD; exotic plugins) is refused whatever the file is called.
-UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
-
-
 def open_image(
-    path: "str | BinaryIO",
+    path: "str | os.PathLike[str] | BinaryIO",
     max_pixels: int = 90_000_000,
     target_size: int | None = None,
     formats: Sequence[str] | None = None,
+    meta: dict | None = None,
 ) -> Image.Image:
     """Open an image file (path or binary file object) as RGB: EXIF rotation applied, transparency
-    composited on white.
+    composited on white. HEIC/HEIF and AVIF are read like any other format (the content decides); a file
+    with a camera RAW name is read by LibRaw (mmsearch.imaging.raw), and by content if LibRaw does not
+    know it. An animated GIF/WebP gives its first frame, a multi-page TIFF its first page.
 
-    With ``target_size``, JPEGs are decoded at a reduced scale (draft mode) no smaller than it, which
-    is several times faster for photos far larger than the model's input; the pixel cap applies to
-    what is actually decoded, so a huge JPEG is read at 1/2..1/8 scale instead of being refused.
-    ``formats`` limits which decoders may be tried (the content decides, never the file name).
+    With ``target_size``, JPEGs are decoded at a reduced scale (draft mode) and HEIF files from an
+    embedded thumbnail, no smaller than it, which is several times faster for photos far larger than
+    the model's input; the pixel cap applies to what is actually decoded, so a huge JPEG is read at
+    1/2..1/8 scale instead of being refused. ``formats`` limits which decoders may be tried (the content
+    decides, never the file name; RAW is never among them). ``meta``, when given, receives the picture's
+    photo fields (mmsearch.imaging.photometa), read from the header before decoding.
     """
+    register_plugins()
+    if formats is None and isinstance(path, (str, os.PathLike)) and is_raw_name(path):
+        picture = _open_raw(path, max_pixels, target_size, meta)
+        if picture is not None:
+            return picture
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -49,7 +59,9 @@ def open_image(
             if formats:
                 Image.init()  # register every plugin, so each allowed format id is known
             im = Image.open(path, formats=list(formats) if formats else None)
-            if target_size and im.format in ("JPEG", "MPO"):
+            if meta is not None:
+                meta.update(photo_fields(im, path if isinstance(path, (str, os.PathLike)) else None))
+            if target_size and im.format in ("JPEG", "MPO", "HEIF"):
                 im.draft("RGB", (target_size, target_size))
             width, height = im.size
             if width * height > max_pixels:
@@ -60,8 +72,23 @@ def open_image(
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DecodeError(_reason(exc)) from exc
-    except Exception as exc:  # PIL raises odd types for odd files; any of them means "not decodable"
-        raise DecodeError(f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # PIL and its plugins raise odd types for odd files; any of them means "not decodable"
+        raise DecodeError(_reason(exc, f"{type(exc).__name__}: ")) from exc
+
+
+def _open_raw(path, max_pixels: int, target_size: int | None, meta: dict | None) -> Image.Image | None:
+    """A camera RAW file as upright RGB; None when LibRaw does not know the file (then it is tried by content)."""
+    try:
+        picture, facts = read_raw(path, max_pixels, target_size)
+    except NotRawError:
+        return None
+    except RawDecodeError as exc:
+        raise DecodeError(str(exc)) from exc
+    except Exception as exc:  # LibRaw surfaces odd types for odd files too
+        raise DecodeError(f"cannot decode RAW file: {type(exc).__name__}: {exc}") from exc
+    if meta is not None:
+        meta.update(raw_fields(facts, path))
+    return picture
 
 
 def _upright(im: Image.Image) -> Image.Image:
@@ -74,8 +101,13 @@ def _upright(im: Image.Image) -> Image.Image:
         return im
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+def _reason(exc: BaseException, prefix: str = "") -> str:
+    """One clear line for a decoder's exception."""
+    text = " ".join((str(exc) or type(exc).__name__).split())
+    if "Security limit exceeded" in text:  # libheif's own decompression-bomb guard
+        return "image is above the decoder's size limit (" + text.split("Security limit exceeded:", 1)[1].strip() + ")"
+    if prefix:
+        return prefix + text
     if "cannot identify image file" in text:
         return "not a readable image (unknown or corrupt format)"
     if "truncated" in text.lower():

@@ -3,6 +3,7 @@ filters, and what a client can ask ``GET /v1/fields`` before building a filter o
 
 from __future__ import annotations
 
+import re
 import threading
 
 from sqlalchemy import text as sql
@@ -15,22 +16,29 @@ MAX_VALUES = 50  # a text field with more distinct values than this lists none (
 _cache: dict[str, tuple[int, list[dict]]] = {}
 _cache_lock = threading.Lock()
 _UNIT = "coalesce(json_extract(items.meta, '$.product'), 'item:' || items.id)"  # count products, not their items
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+MAX_MONTH_BUCKETS = 120  # a longer span is counted by year
 
 
 def field_summary(store: Store) -> list[dict]:
-    """-> [{name, type: number|text|boolean, count, distinct, min, max, values: [{value, count}] | None}]
-    sorted by name; ``count`` is how many products (or stand-alone items) have the field."""
+    """-> [{name, type: number|text|boolean, count, distinct, min, max, values: [{value, count}] | None,
+    histogram: [{bucket, count}] | None}] sorted by name; ``count`` is how many products (or stand-alone
+    items) have the field; ``histogram`` counts a date field (ISO-8601 texts, e.g. a photo's ``taken``) per
+    month (``2023-06``), or per year (``2023``) when it spans more than ten years."""
     hidden = ", ".join(f"'{h}'" for h in HIDDEN)
     with store.engine.connect() as conn:
         if store.dialect == "postgresql":
             from mmsearch.storage.postgres import fields as fields_pg
 
-            rows, text_values = fields_pg.summary_rows(conn, hidden), fields_pg.text_values
+            rows, text_values, histogram = fields_pg.summary_rows(conn, hidden), fields_pg.text_values, fields_pg.date_histogram
         else:
-            rows, text_values = _summary_rows(conn, hidden), _text_values
+            rows, text_values, histogram = _summary_rows(conn, hidden), _text_values, _date_histogram
         fields = []
         for name, kind, count, distinct, low, high in rows:
-            entry = {"name": name, "type": kind, "count": int(count), "distinct": int(distinct), "min": low, "max": high, "values": None}
+            entry = {"name": name, "type": kind, "count": int(count), "distinct": int(distinct), "min": low, "max": high,
+                     "values": None, "histogram": None}
+            if kind == "text" and _is_date(low) and _is_date(high):
+                entry["histogram"] = histogram(conn, name, bucket_chars(low, high))
             if kind == "text" and distinct <= MAX_VALUES:
                 entry["values"] = text_values(conn, name)
             elif kind == "boolean":
@@ -47,6 +55,24 @@ def _summary_rows(conn, hidden: str) -> list:
         f"FROM items, json_each(items.meta) AS j WHERE j.type NOT IN ('null', 'object', 'array') AND j.key NOT IN ({hidden}) "
         "GROUP BY j.key, kind ORDER BY j.key, kind"
     )).all()
+
+
+def _is_date(value) -> bool:
+    return isinstance(value, str) and bool(_DATE.match(value))
+
+
+def bucket_chars(low: str, high: str) -> int:
+    """How many leading characters of an ISO date name its bucket: 7 (month) or 4 (year)."""
+    months = (int(high[:4]) - int(low[:4])) * 12 + int(high[5:7]) - int(low[5:7])
+    return 7 if months < MAX_MONTH_BUCKETS else 4
+
+
+def _date_histogram(conn, name: str, chars: int) -> list[dict]:
+    rows = conn.execute(sql(
+        f"SELECT substr(j.value, 1, {int(chars)}) AS bucket, count(DISTINCT {_UNIT}) FROM items, json_each(items.meta) AS j "
+        "WHERE j.key = :key AND j.type = 'text' AND j.value GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]*' GROUP BY bucket ORDER BY bucket"
+    ), {"key": name})
+    return [{"bucket": bucket, "count": int(n)} for bucket, n in rows]
 
 
 def cached_field_summary(store: Store) -> list[dict]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from mmsearch.storage.filters import COLUMN_FIELDS, Condition, json_path, Params, compared, product_sql
+from mmsearch.geo import bounding_box
+from mmsearch.storage.filters import COLUMN_FIELDS, NEAR, Condition, Params, aliased, compared, json_path, product_sql
 from mmsearch.storage.postgres.filters import condition_sql as postgres_condition_sql
 
 
@@ -31,7 +32,27 @@ def _predicate(cond: Condition, params: Params, column: str, type_expr: str | No
     return compared(cond, compare)
 
 
+DISTANCE_FUNCTION = "mmsearch_km"  # haversine in km, registered on every SQLite connection (storage.store)
+_LAT, _LON = "json_extract(items.meta, '$.gps_lat')", "json_extract(items.meta, '$.gps_lon')"
+
+
+def _near_sql(cond: Condition, params: Params) -> str:
+    """Within ``km`` of a point: numeric gps_lat/gps_lon, inside the bounding box (cheap), then the exact
+    great-circle distance (SQLite evaluates these left to right and stops at the first false)."""
+    lat, lon, km = cond.value
+    low, high, lons = bounding_box(lat, lon, km)
+    typed = ("json_type(items.meta, '$.gps_lat') IN ('integer', 'real') AND "
+             "json_type(items.meta, '$.gps_lon') IN ('integer', 'real')")
+    box = f"{_LAT} BETWEEN {params.add(low)} AND {params.add(high)}"
+    if lons:
+        box += " AND (" + " OR ".join(f"{_LON} BETWEEN {params.add(w)} AND {params.add(e)}" for w, e in lons) + ")"
+    distance = f"{DISTANCE_FUNCTION}({_LAT}, {_LON}, {params.add(lat)}, {params.add(lon)})"
+    return f"coalesce({typed} AND {box} AND {distance} <= {params.add(km)}, 0)"
+
+
 def _condition_sql(cond: Condition, params: Params) -> str:
+    if cond.op == NEAR:
+        return _near_sql(cond, params)
     if cond.op == "exists":
         if cond.field in COLUMN_FIELDS:
             return "1" if cond.value else "0"
@@ -59,8 +80,16 @@ def candidate_sql(conditions: list[Condition], modalities: Iterable[str], dialec
         condition_sql = postgres_condition_sql
     else:
         condition_sql = _condition_sql
-    clauses = [f"items.modality IN ({names})"] + [condition_sql(c, params) for c in conditions]
+    clauses = [f"items.modality IN ({names})"] + [_with_aliases(c, condition_sql, params) for c in conditions]
     return "SELECT items.id FROM items WHERE " + " AND ".join(clauses), params.values
+
+
+def _with_aliases(cond: Condition, condition_sql, params: Params) -> str:
+    """A condition on an aliased field (``camera``) tests each field it stands for."""
+    parts, joiner = aliased(cond)
+    if not joiner:
+        return condition_sql(cond, params)
+    return "(" + f" {joiner} ".join(condition_sql(c, params) for c in parts) + ")"
 
 
 def create_filter_indexes(conn) -> None:

@@ -17,6 +17,17 @@ exactly (case-sensitive), and ranges over text compare lexicographically, which 
 correctly; ``true``/``false`` (unquoted on the CLI, JSON booleans in the API) match boolean fields such as
 ``has_text``, and the texts "true"/"false" too; a list-valued field matches when any element does;
 ``ne``/``nin`` also match items that lack the field.
+
+Photo libraries (mmsearch.imaging.photometa) add three rules:
+
+* a bare day (``2023-06-30``) stands for the whole day when compared with timestamps: ``taken =
+  2023-06-30`` matches any time that day, ``taken <= 2023-06-30`` includes it and ``taken > 2023-06-30``
+  starts the day after (a day is a prefix of its timestamps, so the plain text order would cut it short);
+* ``camera`` matches the full name or the model alone: ``camera = 'Pixel 7'`` finds "Google Pixel 7"
+  (``FIELD_ALIASES``), as people name their camera either way;
+* ``near`` is a radius: ``--near 38.71,-9.14 --within-km 5``, ``{"near": {"lat": 38.71, "lon": -9.14,
+  "km": 5}}``: items whose ``gps_lat``/``gps_lon`` lie within that great-circle distance (a bounding box
+  in SQL first, then the exact distance, still inside the database so k results come back).
 """
 
 from __future__ import annotations
@@ -29,6 +40,13 @@ from mmsearch.scalars import coerce_scalar
 from mmsearch.errors import InvalidQueryError
 
 OPS = ("eq", "ne", "in", "nin", "gt", "gte", "lt", "lte", "exists")
+NEAR = "near"  # the radius filter's field and operator: value (lat, lon, km) over gps_lat/gps_lon
+MAX_KM = 20_038.0  # half the Earth's circumference: every point is nearer than this
+# a field name that also matches other fields: "camera = 'Pixel 7'" finds camera "Google Pixel 7" by its
+# camera_model; applies to eq/in (any of the fields) and ne/nin (none of them)
+FIELD_ALIASES = {"camera": ("camera", "camera_model")}
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DAY_END = "\uffff"  # sorts after every character: "2023-06-30" + DAY_END is the end of that day
 _RANGE_SQL = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _FIELD = re.compile(r"^[A-Za-z_][\w.\- ]{0,63}$")
 COLUMN_FIELDS = {"modality": "items.modality"}  # fields that are item columns rather than metadata
@@ -77,15 +95,42 @@ def condition(field: str, op: str, value: Any = None) -> Condition:
     return Condition(field, op, value)
 
 
+def near(lat: Any, lon: Any, km: Any) -> Condition:
+    """The radius filter: items whose GPS position lies within ``km`` of (``lat``, ``lon``)."""
+    values = []
+    for name, value, low, high in (("lat", lat, -90, 90), ("lon", lon, -180, 180), ("km", km, 0, MAX_KM)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high or value != value:
+            raise InvalidQueryError(f"near: {name} must be a number from {low} to {high:g}, not {value!r}")
+        values.append(float(value))
+    if values[2] <= 0:
+        raise InvalidQueryError("near: the radius (km) must be above 0")
+    return Condition(NEAR, NEAR, tuple(values))
+
+
+def parse_near(position: str, km: float) -> Condition:
+    """CLI ``--near LAT,LON --within-km KM``."""
+    parts = [p.strip() for p in (position or "").split(",")]
+    try:
+        lat, lon = (float(p) for p in parts)
+    except ValueError:
+        raise InvalidQueryError(f"--near takes LAT,LON in degrees (e.g. 38.71,-9.14), not {position!r}") from None
+    return near(lat, lon, km)
+
+
 def from_json(obj: Mapping[str, Any] | None) -> list[Condition]:
-    """The API's filter object -> conditions. ``{"f": v}`` is ``eq``, ``{"f": [..]}`` is ``in``."""
+    """The API's filter object -> conditions. ``{"f": v}`` is ``eq``, ``{"f": [..]}`` is ``in``;
+    ``{"near": {"lat": .., "lon": .., "km": ..}}`` is the radius filter."""
     if obj is None:
         return []
     if not isinstance(obj, Mapping):
         raise InvalidQueryError("filter must be a JSON object of field -> condition")
     conditions: list[Condition] = []
     for field, spec in obj.items():
-        if isinstance(spec, Mapping):
+        if field == NEAR:
+            if not isinstance(spec, Mapping) or set(spec) != {"lat", "lon", "km"}:
+                raise InvalidQueryError('filter near needs {"lat": .., "lon": .., "km": ..}')
+            conditions.append(near(spec["lat"], spec["lon"], spec["km"]))
+        elif isinstance(spec, Mapping):
             if not spec:
                 raise InvalidQueryError(f"filter on {field}: empty condition")
             conditions.extend(condition(field, op, value) for op, value in spec.items())
@@ -171,12 +216,34 @@ def json_path(field: str) -> str:
 
 def compared(cond: Condition, compare: Callable[[Any, str], str]) -> str:
     """The positive test of ``eq``/``ne``, ``in``/``nin`` or a range, given ``compare(value, sql operator)``
-    that tests one value against the field (the SQL dialects differ only there)."""
+    that tests one value against the field (the SQL dialects differ only there). A bare day stands for
+    the whole day (see the module's docstring)."""
     if cond.op in ("eq", "ne"):
-        return compare(cond.value, "=")
+        return _equal(cond.value, compare)
     if cond.op in ("in", "nin"):
-        return "(" + " OR ".join(f"({compare(v, '=')})" for v in cond.value) + ")"
+        return "(" + " OR ".join(f"({_equal(v, compare)})" for v in cond.value) + ")"
+    if _is_day(cond.value) and cond.op in ("lte", "gt"):
+        return compare(cond.value + DAY_END, _RANGE_SQL[cond.op])
     return compare(cond.value, _RANGE_SQL[cond.op])
+
+
+def _is_day(value: Any) -> bool:
+    return isinstance(value, str) and bool(_DAY.match(value))
+
+
+def _equal(value: Any, compare: Callable[[Any, str], str]) -> str:
+    if _is_day(value):
+        return f"({compare(value, '>=')} AND {compare(value + DAY_END, '<=')})"
+    return compare(value, "=")
+
+
+def aliased(cond: Condition) -> tuple[list[Condition], str]:
+    """A condition on an aliased field -> (the same condition on each field it stands for, how to join
+    their SQL: ``OR`` for eq/in, ``AND`` for ne/nin, which are negated per field); else ([cond], "")."""
+    fields = FIELD_ALIASES.get(cond.field)
+    if not fields or cond.op not in ("eq", "in", "ne", "nin"):
+        return [cond], ""
+    return [Condition(f, cond.op, cond.value) for f in fields], "OR" if cond.op in ("eq", "in") else "AND"
 
 
 def product_sql(dialect: str) -> str:

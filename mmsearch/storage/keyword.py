@@ -16,13 +16,23 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 FTS_TABLE = "items_fts"
-# Textual metadata values are searchable too (SKU, brand, category...), except bookkeeping fields.
+# Textual metadata values are searchable too (SKU, brand, category, a photo's place and camera...), and
+# the texts in list values (a photo's tags), except bookkeeping fields.
 _NOT_SEARCHED = "('manifest', 'role')"
 _BODY = (
-    "coalesce({row}.text, '') || ' ' || coalesce((SELECT group_concat(value, ' ') FROM json_each({row}.meta) "
-    f"WHERE type = 'text' AND key NOT IN {_NOT_SEARCHED}), '')"
+    "coalesce({row}.text, '') || ' ' || coalesce((SELECT group_concat(value, ' ') FROM json_tree({row}.meta) "
+    f"WHERE type = 'text' AND (path != '$' OR key NOT IN {_NOT_SEARCHED})), '')"
 )
 _MAX_TERMS = 32
+
+
+def reindex_list_values(conn: Connection) -> None:
+    """Migration ``004_keyword_lists``: the keyword index also holds the texts of list values (a photo's
+    XMP/IPTC tags); its triggers are made again with that body and every item is indexed again."""
+    if conn.dialect.name == "sqlite":
+        for trigger in ("items_fts_insert", "items_fts_update"):
+            conn.execute(text(f"DROP TRIGGER IF EXISTS {trigger}"))
+    create_keyword_index(conn)
 
 
 def create_keyword_index(conn: Connection) -> None:

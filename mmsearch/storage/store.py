@@ -36,7 +36,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from mmsearch.geo import haversine_km
 from mmsearch.storage.database import serialize_write
+from mmsearch.storage.filter_sql import DISTANCE_FUNCTION
 from mmsearch.storage.hotreads import sqlite_reader
 
 IMAGE = "image"
@@ -137,8 +139,15 @@ def _m003_product_index(conn) -> None:
     create_filter_indexes(conn)
 
 
+def _m004_keyword_lists(conn) -> None:
+    from mmsearch.storage.keyword import reindex_list_values
+
+    reindex_list_values(conn)
+
+
 MIGRATIONS: list[tuple[str, Any]] = [
     ("001_initial", _m001_initial), ("002_keyword_fts", _m002_keyword_fts), ("003_product_index", _m003_product_index),
+    ("004_keyword_lists", _m004_keyword_lists),
 ]
 
 
@@ -187,6 +196,14 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+    # the radius filter's exact distance (mmsearch.storage.filter_sql); NULL positions give NULL
+    dbapi_conn.create_function(DISTANCE_FUNCTION, 4, _distance_km, deterministic=True)
+
+
+def _distance_km(lat1, lon1, lat2, lon2) -> float | None:
+    if None in (lat1, lon1, lat2, lon2):
+        return None
+    return haversine_km(float(lat1), float(lon1), float(lat2), float(lon2))
 
 
 def make_engine(url: str) -> Engine:

@@ -5,6 +5,11 @@ into an index directory, then queried with :class:`mmsearch.search.Searcher`: te
 unique caption, image -> text with every image's stored vector. Relevance is by ``concept`` when the
 manifest has one (any image of the concept answers its captions) and by row otherwise. With ``by`` (a
 manifest column such as ``category``) the same queries are also scored per value of that column.
+
+Hubness is measured on the same text -> image rankings: how many queries' top 10 each image lands in.
+A *hub* (an image in the top 10 of a large share of all queries, whatever they ask) is what a user sees
+as "this picture comes up for everything"; the report gives the largest share and how many images
+exceed 5%.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from mmsearch.train.data import load_examples, group_keys
 log = logging.getLogger(__name__)
 
 QUERY_CHUNK = 256
+HUB_TOP = 10  # hubness counts appearances in each text query's top 10
+HUB_SHARE = 0.05  # an image in more than this share of the queries' top 10 is counted as a hub
 ITEMS_FILE = "eval-items.jsonl"
 
 
@@ -79,6 +86,7 @@ class ModelScores:
     index_dir: str | None = None
     failures: list[tuple[str, str]] = field(default_factory=list)
     by_label: dict[str, dict] = field(default_factory=dict)
+    hubness: dict[str, float] = field(default_factory=dict)
 
 
 def _column_labels(examples, column: str, manifest: Path) -> list[str]:
@@ -118,15 +126,32 @@ def _recall_by_label(t2i: list[list[bool]], i2t: list[list[bool]], i2t_images: l
     return out
 
 
-def score_index(searcher, data: EvalSet, ks: Sequence[int]) -> tuple[dict[str, float], dict[str, float], dict[str, dict]]:
-    """-> (text->image recalls, image->text recalls, both per ``by`` label or {}) by querying ``searcher``."""
-    kmax = max(ks)
+def hubness(top_images: list[list[int]], image_count: int) -> dict[str, float]:
+    """How often each image lands in a query's top ``HUB_TOP``: the largest share of queries one image is
+    in (``max_share``), how many images are in more than ``HUB_SHARE`` of them (``hubs``), and the share of
+    images that are in nobody's top list (``never``: the other side of hubs, pictures search cannot reach)."""
+    if not top_images or image_count == 0:
+        return {"queries": 0, "max_share": 0.0, "hubs": 0, "never": 0.0}
+    counts = np.zeros(image_count, dtype=np.int64)
+    for top in top_images:
+        counts[np.unique(np.asarray(top[:HUB_TOP], dtype=np.int64))] += 1
+    shares = counts / len(top_images)
+    return {"queries": len(top_images), "max_share": round(float(shares.max()), 4),
+            "hubs": int((shares > HUB_SHARE).sum()), "never": round(float((counts == 0).mean()), 4)}
+
+
+def score_index(searcher, data: EvalSet, ks: Sequence[int]) -> tuple[dict[str, float], dict[str, float], dict[str, dict], dict[str, float]]:
+    """-> (text->image recalls, image->text recalls, both per ``by`` label or {}, text->image hubness)
+    by querying ``searcher``."""
+    kmax = max(max(ks), HUB_TOP)
     t2i: list[list[bool]] = []
+    top_images: list[list[int]] = []
     for start in range(0, len(data.captions), QUERY_CHUNK):
         chunk = range(start, min(start + QUERY_CHUNK, len(data.captions)))
         results = searcher.search_texts([data.captions[j] for j in chunk], "image", kmax)
         for j, hits in zip(chunk, results):
-            t2i.append([data.image_groups[int(h.metadata["eval_image"])] in data.caption_groups[j] for h in hits])
+            top_images.append([int(h.metadata["eval_image"]) for h in hits])
+            t2i.append([data.image_groups[i] in data.caption_groups[j] for i in top_images[-1]])
     images = [r for r in searcher.store.all_items() if r.modality == "image"]
     i2t: list[list[bool]] = []
     i2t_images: list[int] = []
@@ -138,7 +163,7 @@ def score_index(searcher, data: EvalSet, ks: Sequence[int]) -> tuple[dict[str, f
             i2t_images.append(int(record.meta["eval_image"]))
             group = data.image_groups[i2t_images[-1]]
             i2t.append([group in data.caption_groups[int(h.metadata["eval_text"])] for h in hits])
-    return _recall(t2i, ks), _recall(i2t, ks), _recall_by_label(t2i, i2t, i2t_images, data, ks)
+    return _recall(t2i, ks), _recall(i2t, ks), _recall_by_label(t2i, i2t, i2t_images, data, ks), hubness(top_images, len(data.image_paths))
 
 
 def evaluate_model(
@@ -161,11 +186,12 @@ def evaluate_model(
     encoder = loaded["encoder"] if "encoder" in loaded else encoder_factory(spec)  # an up-to-date index loads no model
     searcher = Searcher(index_dir, encoder, reload_interval=0)
     try:
-        t2i, i2t, by_label = score_index(searcher, data, ks)
+        t2i, i2t, by_label, hubs = score_index(searcher, data, ks)
         model_id = searcher.info()["model_id"]
     finally:
         searcher.close()
-    return ModelScores(spec, model_id, t2i, i2t, len(data.captions), len(data.image_paths), round(time.monotonic() - started, 1), str(index_dir), report.failures, by_label)
+    return ModelScores(spec, model_id, t2i, i2t, len(data.captions), len(data.image_paths), round(time.monotonic() - started, 1),
+                       str(index_dir), report.failures, by_label, hubs)
 
 
 def default_encoder_factory(device: str, batch_size: int, threads: int) -> Callable[[str], object]:
@@ -233,6 +259,9 @@ def format_table(result: dict) -> str:
     for direction, label in (("text_to_image", "text->image"), ("image_to_text", "image->text")):
         for k in result["ks"]:
             rows.append([f"{label} R@{k}"] + [f"{m[direction][f'R@{k}']:.3f}" for m in models])
+    if all(m.get("hubness") for m in models):
+        rows.append([f"hub: max share in top {HUB_TOP}"] + [f"{m['hubness']['max_share']:.3f}" for m in models])
+        rows.append([f"hubs (> {HUB_SHARE:.0%} of queries)"] + [str(m["hubness"]["hubs"]) for m in models])
     widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
     lines = [
         f"{result['manifest']}: {result['images']} images, {result['captions']} captions, relevance by {result['relevance']}",

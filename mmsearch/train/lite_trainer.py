@@ -144,7 +144,7 @@ class LiteTrainer(ContrastiveTrainer):
         v = self.val
         with torch.no_grad():
             pooled, logits = v["image"][:, :IMAGE_FEATURES], v["image"][:, IMAGE_FEATURES:]
-            bridge_img = F.normalize(self.model.image_bridge(logits), dim=-1)
+            bridge_img = F.normalize(self.model.output_bridge(logits), dim=-1)
             bridge_txt = F.normalize(v["text"], dim=-1)
             learned_img = F.normalize(self.model.learned_image(pooled, self.model.image_bridge(logits)), dim=-1)
             learned_txt = F.normalize(self.model.learned_text(v["text"]), dim=-1)

@@ -41,3 +41,14 @@ def text_values(conn, name: str) -> list[dict]:
         f"WHERE j.key = :key AND jsonb_typeof(j.value) = 'string' GROUP BY {value} ORDER BY n DESC, {value} COLLATE \"C\""
     ), {"key": name})
     return [{"value": v, "count": int(n)} for v, n in rows]
+
+
+def date_histogram(conn, name: str, chars: int) -> list[dict]:
+    """Products per date bucket (the first ``chars`` characters of an ISO date), as the SQLite version."""
+    value = "(j.value #>> '{}')"
+    rows = conn.execute(sql(
+        f"SELECT left({value}, {int(chars)}) AS bucket, count(DISTINCT {UNIT}) FROM items, jsonb_each(items.meta) AS j "
+        f"WHERE j.key = :key AND jsonb_typeof(j.value) = 'string' AND {value} ~ '^[0-9]{{4}}-[0-9]{{2}}' "
+        "GROUP BY 1 ORDER BY 1"  # buckets are digits and dashes: every collation orders them alike
+    ), {"key": name})
+    return [{"bucket": b, "count": int(n)} for b, n in rows]

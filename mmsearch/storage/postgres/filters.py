@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmsearch.storage.filters import COLUMN_FIELDS, Condition, Params, compared
+from mmsearch.geo import EARTH_RADIUS_KM, bounding_box
+from mmsearch.storage.filters import COLUMN_FIELDS, NEAR, Condition, Params, compared
 
 
 def _json_compare(expr: str, params: Params):
@@ -31,7 +32,28 @@ def _column_compare(column: str, params: Params):
     return lambda value, op: f"{column} {op} CAST({params.add(value)} AS text)"
 
 
+def _number(key: str) -> str:
+    expr = f"(items.meta -> '{key}')"
+    return f"(CASE WHEN jsonb_typeof({expr}) = 'number' THEN ({expr})::float8 END)"
+
+
+def _near_sql(cond: Condition, params: Params) -> str:
+    """Within ``km`` of a point: the bounding box, then the haversine distance (mmsearch.geo's formula)."""
+    lat, lon, km = cond.value
+    low, high, lons = bounding_box(lat, lon, km)
+    la, lo = _number("gps_lat"), _number("gps_lon")
+    p_lat, p_lon = f"CAST({params.add(lat)} AS float8)", f"CAST({params.add(lon)} AS float8)"
+    box = f"{la} BETWEEN {params.add(low)} AND {params.add(high)}"
+    if lons:
+        box += " AND (" + " OR ".join(f"{lo} BETWEEN {params.add(w)} AND {params.add(e)}" for w, e in lons) + ")"
+    distance = (f"2 * {EARTH_RADIUS_KM} * asin(least(1.0, sqrt(power(sin(radians({la} - {p_lat}) / 2), 2) + "
+                f"cos(radians({p_lat})) * cos(radians({la})) * power(sin(radians({lo} - {p_lon}) / 2), 2))))")
+    return f"coalesce({box} AND {distance} <= {params.add(km)}, false)"
+
+
 def condition_sql(cond: Condition, params: Params) -> str:
+    if cond.op == NEAR:
+        return _near_sql(cond, params)
     if cond.op == "exists":
         if cond.field in COLUMN_FIELDS:
             return "true" if cond.value else "false"

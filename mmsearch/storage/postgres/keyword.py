@@ -23,8 +23,11 @@ _VECTOR_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION mmsearch_fts_vector(body text, meta jsonb) RETURNS tsvector
 LANGUAGE sql IMMUTABLE AS $$
   SELECT to_tsvector('simple', {_NORMALISE.format(
-      "coalesce(body, '') || ' ' || coalesce((SELECT string_agg(value #>> '{}', ' ') FROM jsonb_each(meta) "
-      "WHERE jsonb_typeof(value) = 'string' AND key NOT IN ('manifest', 'role')), '')")})
+      "coalesce(body, '') || ' ' || coalesce((SELECT string_agg(v, ' ') FROM ("
+      "SELECT value #>> '{}' AS v FROM jsonb_each(meta) WHERE jsonb_typeof(value) = 'string' AND key NOT IN ('manifest', 'role') "
+      "UNION ALL SELECT e #>> '{}' FROM jsonb_each(meta) AS j, "
+      "jsonb_array_elements(CASE WHEN jsonb_typeof(j.value) = 'array' THEN j.value ELSE '[]'::jsonb END) AS e "
+      "WHERE jsonb_typeof(e) = 'string') AS t), '')")})
 $$"""
 
 _SYNC_FUNCTION = f"""

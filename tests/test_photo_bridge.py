@@ -1,0 +1,77 @@
+"""mmsearch-lite's WordNet bridge, the WordNet reader behind it, and the colour test's scoring."""
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mmsearch.encoders.lite import LiteConfig, LiteDualEncoder, load_lite, save_lite_weights
+from mmsearch.train.colour_eval import colour_first_rate
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data" / "recipes"))
+
+from wordnet_meta import ancestors, hypernym_chain, parse_data_line  # noqa: E402
+
+# Three lines in WordNet 3.0's data.noun format: ox -> cattle -> bovine (pointers: @ hypernym, ~ hyponym).
+OX = "02403003 05 n 01 ox 2 001 @ 02403454 n 0000 | an adult castrated bull of the genus Bos; especially Bos taurus  "
+CATTLE = "02403454 05 n 03 cattle 0 cows 0 kine 0 001 @ 02402010 n 0000 | domesticated bovine animals  "
+BOVINE = "02402010 05 n 01 bovine 0 000 | any of various members of the genus Bos  "
+
+
+def test_wordnet_lines_give_lemmas_gloss_and_the_hypernym_chain():
+    synsets = {s.offset: s for s in map(parse_data_line, (OX, CATTLE, BOVINE))}
+    assert synsets[2403454].lemmas == ["cattle", "cows", "kine"]
+    assert synsets[2403003].gloss.startswith("an adult castrated bull")
+    assert hypernym_chain(synsets, 2403003, 3) == [2403454, 2402010]
+    assert ancestors(synsets, 2403003, 1) == {2403454: 1}
+    assert parse_data_line("  1 This software and database is being provided") is None
+
+
+@pytest.fixture(scope="module")
+def wordnet_model():
+    """Built once: constructing the towers (random weights) is most of these tests' time."""
+    torch.manual_seed(0)
+    model = LiteDualEncoder(LiteConfig(image_size=64, bridge_classes="wordnet"), load_towers=False)
+    model.class_text_emb.copy_(torch.nn.functional.normalize(torch.randn(1000, 384), dim=-1))
+    model.bridge_class_emb.copy_(torch.nn.functional.normalize(torch.randn(1000, 384), dim=-1))
+    return model
+
+
+def test_wordnet_bridge_places_an_image_at_its_class_texts_and_keeps_the_heads_input(wordnet_model):
+    """A confident class-7 image lands on class 7's WordNet text in the bridge, while the image head still
+    gets the prompt bridge it was trained on."""
+    model = wordnet_model
+    logits = torch.full((1, 1000), -20.0)
+    logits[0, 7] = 20.0
+    with torch.no_grad():
+        out = torch.nn.functional.normalize(model.output_bridge(logits), dim=-1)
+        head_input = torch.nn.functional.normalize(model.image_bridge(logits), dim=-1)
+    assert torch.allclose(out[0], model.bridge_class_emb[7], atol=1e-4)
+    assert torch.allclose(head_input[0], model.class_text_emb[7], atol=1e-4)
+
+
+def test_wordnet_bridge_survives_the_weights_file(wordnet_model, tmp_path, monkeypatch):
+    model = wordnet_model
+    path = save_lite_weights(model, tmp_path / "w.safetensors")
+    import mmsearch.encoders.lite as lite
+
+    monkeypatch.setattr(lite, "LiteDualEncoder", lambda cfg: LiteDualEncoder(cfg, load_towers=False))
+    loaded, _, _, _ = load_lite(path)
+    assert loaded.cfg.bridge_classes == "wordnet"
+    assert torch.equal(loaded.bridge_class_emb, model.bridge_class_emb)
+    with pytest.raises(ValueError, match="bridge_classes"):
+        LiteDualEncoder(replace(loaded.cfg, bridge_classes="glosses"), load_towers=False)
+
+
+def test_colour_test_counts_the_asked_colour_ranked_first_among_an_objects_versions():
+    """Two objects in two colours; the texts 'red x' find the red picture, the model is wrong for 'blue y'."""
+    red, blue = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    images = np.stack([red, blue, red, blue])
+    texts = np.stack([red, blue, red, red])  # the last text asks for blue but looks red
+    result = colour_first_rate(images, texts, ["x", "x", "y", "y"], ["red", "blue", "red", "blue"])
+    assert result["asked_colour_first"] == 0.75 and result["chance"] == 0.5
+    assert result["wrong_picks"] == {"red": 1} and result["objects"] == 2

@@ -255,6 +255,38 @@ def _print_hits(query: str, hits, as_json: bool) -> None:
 
 @main.command()
 @index_dir_option
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.95, show_default=True,
+              help="Visual similarity two pictures must reach to count as copies (edited copies score ~0.99, different pictures < ~0.9).")
+@click.option("--neighbours", type=click.IntRange(1, 256), default=8, show_default=True, help="Nearest neighbours checked per picture (more when they all qualify).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def duplicates(index_dir, threshold, neighbours, as_json) -> None:
+    """List groups of near-identical images (resized, recompressed, cropped a little, EXIF stripped), best copy first."""
+    from mmsearch.duplicates import DuplicateOptions, duplicates_in_index
+    from mmsearch.search import Searcher
+
+    s = _settings(index_dir=index_dir)
+    searcher = Searcher(s.index_dir, reload_interval=0, faiss_device="cpu", database_url=s.database())
+    try:
+        report = duplicates_in_index(searcher, DuplicateOptions(threshold=threshold, neighbours=neighbours),
+                                     max_pixels=s.max_image_pixels, threads=s.effective_threads(), flat_threshold=s.ann_threshold)
+    finally:
+        searcher.close()
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        return
+    for number, group in enumerate(report.groups, 1):
+        click.echo(f"# group {number}: {len(group.copies)} copies")
+        for rank, copy in enumerate(group.copies):
+            size = f"{copy.width}x{copy.height}" if copy.width else "?"
+            label = "keep" if rank == 0 else f"{copy.similarity:.3f}"
+            click.echo(f"  {label:>5} [{copy.id}] {copy.path}  {size}  {copy.taken or ''}")
+    extra = f", {report.unreadable} unreadable" if report.unreadable else ""
+    click.echo(f"{len(report.groups)} groups of near-duplicates among {report.images} images ({report.confirmed} pairs{extra}) "
+               f"in {report.seconds:.1f}s")
+
+
+@main.command()
+@index_dir_option
 @click.option("--host", default=None, help="Address to bind [default 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port [default 8000].")
 @device_option

@@ -1,0 +1,269 @@
+"""Near-duplicate images: groups of copies of one picture, best copy first.
+
+Never all pairs (1M pictures are 5e11 pairs). Candidate pairs come from nearest-neighbour searches in
+FAISS, then each candidate is checked on the pictures themselves:
+
+1. **candidates by fingerprint**: every picture's visual fingerprint (mmsearch.fingerprint; cached by
+   content hash beside the index, so only new or changed files are decoded) asks a FAISS index of all
+   fingerprints (exact below the ANN threshold, IVF above, tuned like the search index) for its
+   nearest neighbours; neighbours above ``candidate_floor`` are candidates.
+2. **candidates by meaning**: every stored image vector asks the index's own image index (the one
+   search uses) for its nearest neighbours; neighbours above ``embedding_floor`` cosine are candidates
+   too (a model that sees through heavier edits finds copies the fingerprint misses).
+   The k of both searches grows for a picture while all its neighbours still qualify, so a picture
+   with many copies is not cut off at k.
+3. **confirmation**: a candidate pair is a duplicate when the crop-tolerant visual similarity of the
+   two pictures (mmsearch.fingerprint.visual_similarity) reaches ``threshold``.
+4. **groups**: connected components of confirmed pairs; in each, the best copy first: the most pixels,
+   then the oldest (capture time when the photo metadata has one, else the file's mtime), then the
+   lowest id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+from PIL import Image
+
+from mmsearch import ann
+from mmsearch.errors import InvalidQueryError
+from mmsearch.fingerprint import DIM, FingerprintCache, crop_variants, fingerprint, of_files, visual_similarity
+from mmsearch.index import VectorIndex
+from mmsearch.store import IMAGE, ItemRecord
+
+log = logging.getLogger(__name__)
+
+CACHE_FILE = "fingerprints.npz"
+MAX_NEIGHBOURS = 256  # a picture with more copies than this still joins its group through them
+QUERY_BATCH = 4096
+
+# (queries [q, d], k) -> (scores [q, k'], ids [q, k']; -1 pads)
+Search = Callable[[np.ndarray, int], "tuple[np.ndarray, np.ndarray]"]
+
+
+@dataclass(frozen=True)
+class DuplicateOptions:
+    threshold: float = 0.95  # visual similarity a candidate pair must reach (copies ~0.99, others < ~0.9)
+    neighbours: int = 8  # nearest neighbours asked per picture at first
+    candidate_floor: float = 0.7  # fingerprint similarity that makes a neighbour worth checking
+    embedding_floor: float = 0.9  # search-embedding cosine that makes a neighbour worth checking
+
+    def check(self) -> "DuplicateOptions":
+        if not 0.0 < self.threshold <= 1.0:
+            raise InvalidQueryError("threshold must be in (0, 1]")
+        if not 1 <= self.neighbours <= MAX_NEIGHBOURS:
+            raise InvalidQueryError(f"neighbours must be between 1 and {MAX_NEIGHBOURS}")
+        return self
+
+
+@dataclass
+class Copy:
+    id: int
+    path: str | None
+    width: int | None
+    height: int | None
+    taken: str | None  # capture time (photo metadata) or the file's mtime, ISO-8601
+    bytes: int
+    similarity: float  # visual similarity to the group's best copy (1.0 for the best itself)
+
+    @property
+    def pixels(self) -> int:
+        return (self.width or 0) * (self.height or 0)
+
+
+@dataclass
+class DuplicateGroup:
+    copies: list[Copy]  # best first
+
+    def to_dict(self) -> dict:
+        return {"best": self.copies[0].id, "copies": [asdict(c) for c in self.copies]}
+
+
+@dataclass
+class DuplicateReport:
+    groups: list[DuplicateGroup]
+    images: int  # pictures considered
+    options: DuplicateOptions
+    candidates: dict[str, int] = field(default_factory=dict)  # candidate pairs by source
+    confirmed: int = 0  # pairs that passed the visual check
+    unreadable: int = 0  # pictures whose file could not be decoded (gone or changed since indexing)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"threshold": self.options.threshold, "images": self.images, "groups": [g.to_dict() for g in self.groups],
+                "candidate_pairs": self.candidates, "confirmed_pairs": self.confirmed, "unreadable": self.unreadable,
+                "seconds": self.seconds}
+
+
+def neighbour_pairs(search: Search, ids: np.ndarray, vectors: np.ndarray, k: int, floor: float) -> dict[tuple[int, int], float]:
+    """{(a, b): score, a < b} for every neighbour scoring at least ``floor`` among each query's
+    nearest; a query whose k-th neighbour still qualifies asks again with 4x k (up to MAX_NEIGHBOURS)."""
+    pairs: dict[tuple[int, int], float] = {}
+    for start in range(0, len(ids), QUERY_BATCH):
+        batch_ids, batch = ids[start : start + QUERY_BATCH], vectors[start : start + QUERY_BATCH]
+        todo, want = np.arange(len(batch_ids)), k
+        while len(todo):
+            scores, found = search(batch[todo], want + 1)  # +1: the query finds itself
+            for row, (row_scores, row_ids) in enumerate(zip(scores, found)):
+                me = int(batch_ids[todo[row]])
+                for score, other in zip(row_scores.tolist(), row_ids.tolist()):
+                    if other >= 0 and other != me and score >= floor:
+                        key = (me, other) if me < other else (other, me)
+                        pairs[key] = max(score, pairs.get(key, -1.0))
+            if want >= MAX_NEIGHBOURS or found.shape[1] < want + 1:
+                break
+            todo, want = todo[scores[:, -1] >= floor], min(MAX_NEIGHBOURS, want * 4)
+    return pairs
+
+
+def fingerprint_index(ids: np.ndarray, vectors: np.ndarray, flat_threshold: int = ann.DEFAULT_FLAT_THRESHOLD) -> VectorIndex:
+    """A FAISS index of the fingerprints, chosen and tuned the way an index run chooses the search
+    index: exact below ``flat_threshold`` pictures, IVF (tuned to recall 0.95) above."""
+    batches = ann.array_batches(ids, vectors)
+    factory = ann.choose_factory("auto", len(ids), DIM, flat_threshold)
+    index = ann.build_index(DIM, factory, batches, len(ids))
+    ann.tune_index(index, batches)
+    return index
+
+
+def group_pairs(pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
+    """Connected components (union-find) of the pairs, each sorted, largest first."""
+    parent: dict[int, int] = {}
+
+    def root(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in pairs:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    groups: dict[int, list[int]] = {}
+    for x in parent:
+        groups.setdefault(root(x), []).append(x)
+    return sorted((sorted(g) for g in groups.values()), key=lambda g: (-len(g), g[0]))
+
+
+def _fingerprints(records: list[ItemRecord], cache: FingerprintCache, max_pixels: int, threads: int) -> dict[int, np.ndarray]:
+    missing = [r for r in records if cache.get(r.sha256) is None]
+    if missing:
+        log.info("fingerprinting %d of %d pictures", len(missing), len(records))
+        computed = of_files([r.path for r in missing], fingerprint, max_pixels, threads)
+        for record in missing:
+            if computed.get(record.path) is not None:
+                cache.put(record.sha256, computed[record.path])
+    cache.save({r.sha256 for r in records})
+    return {r.id: cache.get(r.sha256) for r in records if cache.get(r.sha256) is not None}
+
+
+def _taken(record: ItemRecord) -> tuple[float, str | None]:
+    """(sort key, shown value): the capture time from the photo metadata, else the file's mtime."""
+    value = record.meta.get("taken") if isinstance(record.meta, dict) else None
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+            return moment.timestamp(), value
+        except ValueError:
+            pass
+    if record.mtime:
+        return record.mtime, datetime.fromtimestamp(record.mtime).astimezone().isoformat(timespec="seconds")
+    return float("inf"), None
+
+
+def _pixel_size(record: ItemRecord) -> tuple[int | None, int | None]:
+    """Width and height of the full picture: from the photo metadata, else the file's header (no decode)."""
+    meta = record.meta if isinstance(record.meta, dict) else {}
+    if isinstance(meta.get("width"), (int, float)) and isinstance(meta.get("height"), (int, float)):
+        return int(meta["width"]), int(meta["height"])
+    try:
+        with Image.open(record.path) as im:
+            return im.size
+    except Exception:  # gone or unreadable: ranked last
+        return None, None
+
+
+def _ordered_group(ids: list[int], records: dict[int, ItemRecord], variants: dict[str, np.ndarray | None]) -> DuplicateGroup:
+    copies = []
+    for item_id in ids:
+        record = records[item_id]
+        width, height = _pixel_size(record)
+        copies.append((record, Copy(item_id, record.path, width, height, _taken(record)[1], record.size, 1.0)))
+    copies.sort(key=lambda rc: (-rc[1].pixels, _taken(rc[0])[0], rc[1].id))
+    best = variants.get(copies[0][0].path)
+    for record, copy in copies[1:]:
+        mine = variants.get(record.path)
+        copy.similarity = round(visual_similarity(best, mine), 4) if best is not None and mine is not None else 0.0
+    return DuplicateGroup([copy for _, copy in copies])
+
+
+def find_duplicates(
+    records: list[ItemRecord],
+    *,
+    cache: FingerprintCache,
+    embedding_search: Search | None = None,
+    embedding_batches: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]] | None = None,
+    options: DuplicateOptions = DuplicateOptions(),
+    max_pixels: int = 90_000_000,
+    threads: int = 2,
+    flat_threshold: int = ann.DEFAULT_FLAT_THRESHOLD,
+) -> DuplicateReport:
+    """Groups of near-identical pictures among the image ``records``. ``embedding_search`` and
+    ``embedding_batches`` (the index's image search and its stored vectors) add the candidates by
+    meaning; without them only fingerprints propose candidates."""
+    options.check()
+    started = time.monotonic()
+    records = [r for r in records if r.modality == IMAGE and r.path]
+    by_id = {r.id: r for r in records}
+    prints = _fingerprints(records, cache, max_pixels, threads)
+    report = DuplicateReport([], len(records), options, unreadable=len(records) - len(prints))
+    candidates: dict[tuple[int, int], float] = {}
+    if len(prints) > 1:
+        ids = np.fromiter(prints, dtype=np.int64, count=len(prints))
+        vectors = np.stack([prints[i] for i in ids.tolist()])
+        index = fingerprint_index(ids, vectors, flat_threshold)
+        found = neighbour_pairs(index.search, ids, vectors, options.neighbours, options.candidate_floor)
+        report.candidates["fingerprint"] = len(found)
+        candidates.update(found)
+    if embedding_search is not None and embedding_batches is not None:
+        found = {}
+        for ids, vectors in embedding_batches():
+            found.update(neighbour_pairs(embedding_search, ids, vectors, options.neighbours, options.embedding_floor))
+        found = {pair: s for pair, s in found.items() if pair[0] in prints and pair[1] in prints}
+        report.candidates["embedding"] = len(found)
+        candidates.update(found)
+    involved = sorted({i for pair in candidates for i in pair})
+    variants = of_files([by_id[i].path for i in involved], crop_variants, max_pixels, threads)
+    confirmed = []
+    for a, b in candidates:
+        va, vb = variants.get(by_id[a].path), variants.get(by_id[b].path)
+        if va is not None and vb is not None and visual_similarity(va, vb) >= options.threshold:
+            confirmed.append((a, b))
+    report.confirmed = len(confirmed)
+    report.groups = [_ordered_group(group, by_id, variants) for group in group_pairs(confirmed)]
+    report.seconds = round(time.monotonic() - started, 3)
+    log.info("duplicates: %d pictures, candidates %s, %d confirmed pairs, %d groups in %.1fs",
+             report.images, report.candidates, report.confirmed, len(report.groups), report.seconds)
+    return report
+
+
+def duplicates_in_index(searcher, options: DuplicateOptions = DuplicateOptions(), *, max_pixels: int = 90_000_000,
+                        threads: int = 2, flat_threshold: int = ann.DEFAULT_FLAT_THRESHOLD) -> DuplicateReport:
+    """find_duplicates over an open index (a mmsearch.search.Searcher): its image items, its image
+    vector index and stored vectors, and the fingerprint cache beside it. Loads no model."""
+    store = searcher.store
+    return find_duplicates(
+        [r for r in store.all_items() if r.modality == IMAGE],
+        cache=FingerprintCache(Path(searcher.index_dir.path) / CACHE_FILE),
+        embedding_search=lambda queries, k: searcher.search_modality(IMAGE, queries, k),
+        embedding_batches=lambda: store.iter_vectors(IMAGE),
+        options=options, max_pixels=max_pixels, threads=threads, flat_threshold=flat_threshold,
+    )

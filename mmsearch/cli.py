@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -125,9 +126,11 @@ main.add_command(keys)
 @click.option("--ocr/--no-ocr", default=None,
               help="Read the text in every image (searchable by keyword, filter has_text). Kept for later runs "
                    "[default: $MMSEARCH_OCR, else the index's own, else off].")
+@click.option("--watch", is_flag=True,
+              help="Keep running: index again whenever files under PATH are added, changed, renamed or deleted (Ctrl-C stops).")
 def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int | None, workers: int | None, device: str | None,
           catalogue: bool, index_type: str | None, recall_target: float | None, engine: str, address: str | None,
-          collection: str | None, ocr: bool | None) -> None:
+          collection: str | None, ocr: bool | None, watch: bool) -> None:
     """Index (or update the index of) a folder, a JSONL/CSV manifest, or a product catalogue."""
     from indexer.pipeline import index_source
     from mmsearch.encoders.registry import preprocess_without_model
@@ -139,23 +142,59 @@ def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int
     target = where(s, collection)
     configure_batch(s.threads)
     with _embedding_engine(engine, address, s) as (encoder_factory, embed_stage):
-        report = index_source(
-            path, target.path,
-            encoder_factory,
-            model_spec=model, default_model=s.model, batch_size=s.batch_size, workers=s.workers, max_pixels=s.max_image_pixels,
-            catalogue=catalogue,
-            index_type=index_type, recall_target=recall_target, flat_threshold=s.ann_threshold, embed_stage=embed_stage,
-            database_url=target.database_url, preprocess_for=None if embed_stage else preprocess_without_model,
-            ocr=s.ocr, ocr_budget=_ocr_budget(s),
-        )
+        model_once = _LoadOnce(encoder_factory)
+
+        def run_once():
+            # Decode workers are forked only while no model is loaded in this process (a process that
+            # has loaded OpenVINO must not fork); once it is, watch batches decode here: they are small.
+            fresh = not model_once.loaded or embed_stage is not None
+            return index_source(
+                path, target.path,
+                model_once,
+                model_spec=model, default_model=s.model, batch_size=s.batch_size, workers=s.workers if fresh else 0,
+                max_pixels=s.max_image_pixels, catalogue=catalogue,
+                index_type=index_type, recall_target=recall_target, flat_threshold=s.ann_threshold, embed_stage=embed_stage,
+                database_url=target.database_url, preprocess_for=preprocess_without_model if fresh and not embed_stage else None,
+                ocr=s.ocr, ocr_budget=_ocr_budget(s), progress=None if not watch else False,
+            )
+
+        if not watch:
+            _echo_report(run_once())
+            return
+        from indexer.watch import watch as watch_folder
+
+        click.echo(f"watching {Path(path).resolve()} (Ctrl-C stops)")
+        watch_folder(path, run_once, ignored=(target.path,), on_report=lambda r: _echo_report(r, stamp=True))
+
+
+class _LoadOnce:
+    """The model loader, loading at most once: watch mode keeps the model between its runs."""
+
+    def __init__(self, factory) -> None:
+        self.factory, self.encoder, self.spec = factory, None, None
+
+    @property
+    def loaded(self) -> bool:
+        return self.encoder is not None
+
+    def __call__(self, spec: str):
+        if self.encoder is None or spec != self.spec:
+            self.encoder, self.spec = self.factory(spec), spec
+        return self.encoder
+
+
+def _echo_report(report, stamp: bool = False) -> None:
+    when = time.strftime("%H:%M:%S ") if stamp else ""
     click.echo(
-        f"indexed {report.source} -> {report.index_dir} in {report.seconds:.1f}s: "
+        f"{when}indexed {report.source} -> {report.index_dir} in {report.seconds:.1f}s: "
         f"{report.added} added, {report.reembedded} re-embedded, {report.moved} moved, {report.updated} updated, "
         f"{report.removed} removed, {report.unchanged} unchanged, {len(report.failures)} failed; "
         f"index holds {report.counts.get('image', 0)} images, {report.counts.get('text', 0)} texts"
     )
     for key, reason in report.failures:
         click.echo(f"  skipped {key}: {reason}", err=True)
+    for key, note in report.notes:
+        click.echo(f"  note {key}: {note}", err=True)
     for key, note in report.notes:
         click.echo(f"  note {key}: {note}", err=True)
 

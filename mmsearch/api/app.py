@@ -18,6 +18,7 @@ from mmsearch.api.observe import MetricsMiddleware, app_registry
 from mmsearch.api.registry import CollectionRegistry
 from mmsearch.api.routes import router
 from mmsearch.api.routes_collections import install_collections
+from mmsearch.api.routes_duplicates import router as duplicates_router
 from mmsearch.api.routes_items import router as items_router
 from mmsearch.api.routes_shop import install_shop
 from mmsearch.api.security import install_security
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     app.add_middleware(MetricsMiddleware, fastapi_app=app)  # outermost: counts 401s and 413s too
     app.include_router(health_router(settings.metrics_public))
     app.include_router(router)
+    app.include_router(duplicates_router)
     install_shop(app)
     app.include_router(items_router)
     install_collections(app)  # after every /v1 route: each is mirrored under /v1/collections/{name}

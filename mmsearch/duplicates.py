@@ -3,7 +3,7 @@
 Never all pairs (1M pictures are 5e11 pairs). Candidate pairs come from nearest-neighbour searches in
 FAISS, then each candidate is checked on the pictures themselves:
 
-1. **candidates by fingerprint**: every picture's visual fingerprint (mmsearch.fingerprint; cached by
+1. **candidates by fingerprint**: every picture's visual fingerprint (mmsearch.imaging.fingerprint; cached by
    content hash beside the index, so only new or changed files are decoded) asks a FAISS index of all
    fingerprints (exact below the ANN threshold, IVF above, tuned like the search index) for its
    nearest neighbours; neighbours above ``candidate_floor`` are candidates.
@@ -13,7 +13,7 @@ FAISS, then each candidate is checked on the pictures themselves:
    The k of both searches grows for a picture while all its neighbours still qualify, so a picture
    with many copies is not cut off at k.
 3. **confirmation**: a candidate pair is a duplicate when the crop-tolerant visual similarity of the
-   two pictures (mmsearch.fingerprint.visual_similarity) reaches ``threshold``.
+   two pictures (mmsearch.imaging.fingerprint.visual_similarity) reaches ``threshold``.
 4. **groups**: connected components of confirmed pairs; in each, the best copy first: the most pixels,
    then the oldest (capture time when the photo metadata has one, else the file's mtime), then the
    lowest id.
@@ -31,11 +31,11 @@ from typing import Callable, Iterable
 import numpy as np
 from PIL import Image
 
-from mmsearch import ann
+from mmsearch.vectors import ann
 from mmsearch.errors import InvalidQueryError
-from mmsearch.fingerprint import DIM, FingerprintCache, crop_variants, fingerprint, of_files, visual_similarity
-from mmsearch.index import VectorIndex
-from mmsearch.store import IMAGE, ItemRecord
+from mmsearch.imaging.fingerprint import DIM, FingerprintCache, crop_variants, fingerprint, of_files, visual_similarity
+from mmsearch.vectors.index import VectorIndex
+from mmsearch.storage.store import IMAGE, ItemRecord
 
 log = logging.getLogger(__name__)
 

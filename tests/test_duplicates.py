@@ -24,8 +24,8 @@ from mmsearch.api import create_app
 from mmsearch.cli import main
 from mmsearch.config import Settings
 from mmsearch.duplicates import CACHE_FILE, DuplicateOptions, group_pairs, neighbour_pairs
-from mmsearch.fingerprint import crop_variants, visual_similarity
-from mmsearch.index import VectorIndex
+from mmsearch.imaging.fingerprint import crop_variants, visual_similarity
+from mmsearch.vectors.index import VectorIndex
 from mmsearch.search import Searcher
 
 SMALL = (400, 300)

@@ -23,7 +23,7 @@ import pytest
 from conftest import REPO, pattern_image
 from indexer.sources import sha256_file
 from indexer.watch import ChangeCollector
-from mmsearch.indexdir import IndexDir
+from mmsearch.storage.indexdir import IndexDir
 from mmsearch.search import Searcher
 
 LATENCY_BUDGET = 5.0  # seconds from a change on disk to the index reflecting it

@@ -78,7 +78,7 @@ def visual_similarity(variants_a: np.ndarray, variants_b: np.ndarray) -> float:
 
 def open_for_fingerprint(path: str, max_pixels: int) -> Image.Image:
     """The picture at reduced scale, upright, greyscale. Raises DecodeError/OSError like open_image."""
-    from indexer.loader import open_image
+    from mmsearch.imaging.decode import open_image
 
     return greyscale(open_image(path, max_pixels, target_size=DECODE_SIZE))
 

@@ -33,7 +33,7 @@ from PIL import Image
 
 from mmsearch.vectors import ann
 from mmsearch.errors import InvalidQueryError
-from mmsearch.imaging.fingerprint import DIM, FingerprintCache, crop_variants, fingerprint, of_files, visual_similarity
+from mmsearch.imaging.fingerprint import FingerprintCache, crop_variants, fingerprint, of_files, visual_similarity
 from mmsearch.vectors.index import VectorIndex
 from mmsearch.storage.store import IMAGE, ItemRecord
 
@@ -122,12 +122,13 @@ def neighbour_pairs(search: Search, ids: np.ndarray, vectors: np.ndarray, k: int
     return pairs
 
 
-def fingerprint_index(ids: np.ndarray, vectors: np.ndarray, flat_threshold: int = ann.DEFAULT_FLAT_THRESHOLD) -> VectorIndex:
-    """A FAISS index of the fingerprints, chosen and tuned the way an index run chooses the search
-    index: exact below ``flat_threshold`` pictures, IVF (tuned to recall 0.95) above."""
+def neighbour_index(ids: np.ndarray, vectors: np.ndarray, flat_threshold: int = ann.DEFAULT_FLAT_THRESHOLD) -> VectorIndex:
+    """A FAISS index of ``vectors`` (the fingerprints), chosen and tuned the way an index run chooses
+    the search index: exact below ``flat_threshold`` vectors, IVF (tuned to recall 0.95) above."""
     batches = ann.array_batches(ids, vectors)
-    factory = ann.choose_factory("auto", len(ids), DIM, flat_threshold)
-    index = ann.build_index(DIM, factory, batches, len(ids))
+    dim = vectors.shape[1]
+    factory = ann.choose_factory("auto", len(ids), dim, flat_threshold)
+    index = ann.build_index(dim, factory, batches, len(ids))
     ann.tune_index(index, batches)
     return index
 
@@ -229,7 +230,7 @@ def find_duplicates(
     if len(prints) > 1:
         ids = np.fromiter(prints, dtype=np.int64, count=len(prints))
         vectors = np.stack([prints[i] for i in ids.tolist()])
-        index = fingerprint_index(ids, vectors, flat_threshold)
+        index = neighbour_index(ids, vectors, flat_threshold)
         found = neighbour_pairs(index.search, ids, vectors, options.neighbours, options.candidate_floor)
         report.candidates["fingerprint"] = len(found)
         candidates.update(found)

@@ -1,6 +1,6 @@
 """Run every benchmark (indexing throughput, approximate search, serving under load, OCR) and print one summary.
 
-    python -m bench --size smoke|full [--only index,ann,serve,ocr] [--json all.json] [--clients 16]
+    python -m bench --size smoke|full [--only index,ann,serve,ocr,duplicates] [--json all.json] [--clients 16]
 
 Each part prints its own table and JSON as it finishes (see bench/README.md); the summary at the end puts
 each headline figure beside its same-run baseline, the ratio, and the target from the speed issue, so one
@@ -14,10 +14,10 @@ import os
 import sys
 from pathlib import Path
 
-from bench import ann, index_throughput, ocr, serve_load
+from bench import ann, duplicates, index_throughput, ocr, serve_load
 from bench.common import emit_json, machine, print_table
 
-PARTS = ("index", "ann", "serve", "ocr")
+PARTS = ("index", "ann", "serve", "ocr", "duplicates")
 
 
 def _index_rows(r: dict) -> list[tuple]:
@@ -62,6 +62,18 @@ def _ocr_rows(r: dict) -> list[tuple]:
     ]
 
 
+def _duplicates_rows(r: dict) -> list[tuple]:
+    q = r["quality"]
+    base = q["embeddings_alone"]
+    rows = [(f"duplicates recall / false share ({q['photos']} photos)", f"{q['recall']}/{q['false_share']}",
+             f"embeddings alone: recall {base['recall_at_1pct_false']} at <= 1 % false", "", "recall >= 0.95, false <= 0.01", q["met"])]
+    for row in r["scale"]:
+        rows.append((f"duplicates candidate search {row['n']} vectors s ({row['index']}, planted recall {row['planted_recall']})",
+                     row["index_total_s"], f"all pairs {row['all_pairs_s_extrapolated']} (extrapolated)", row["speedup_vs_all_pairs"],
+                     "minutes at 1M, not days", row["planted_recall"] >= 0.95))
+    return rows
+
+
 def run_all(size: str, parts: list[str], work_dir: Path, clients: int) -> dict:
     """Run the chosen parts one after another (never concurrently: they would measure each other)."""
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -79,6 +91,9 @@ def run_all(size: str, parts: list[str], work_dir: Path, clients: int) -> dict:
     if "ocr" in parts:
         results["ocr"] = ocr.run(size, work_dir)
         summary += _ocr_rows(results["ocr"])
+    if "duplicates" in parts:
+        results["duplicates"] = duplicates.run(size, ["quality", "scale"], work_dir)
+        summary += _duplicates_rows(results["duplicates"])
     print_table(f"summary ({size}; {machine()['cpu']}, {machine()['cores']} cores)",
                 [(name, value, base, ratio, target, "yes" if met else "no") for name, value, base, ratio, target, met in summary],
                 ("figure", "value", "same-run baseline", "ratio", "target (full size)", "met"))

@@ -65,3 +65,12 @@ def test_ocr_bench(smoke):
     index = result["index"]
     assert index["plain"]["images"] == index["ocr"]["images"] == 8
     assert index["ocr"]["images_per_s"] > 0 and index["ocr_cost_x"] > 0  # both runs of the same folder, same run
+
+
+def test_duplicates_bench(smoke):
+    result = smoke["results"]["duplicates"]
+    quality = result["quality"]
+    assert quality["recall"] >= 0.95 and quality["false_share"] <= 0.01 and quality["best_copy_is_original"] == 1.0
+    assert quality["embeddings_alone"]["recall_at_1pct_false"] < quality["recall"]  # the baseline is beside it
+    scale = result["scale"][0]
+    assert scale["index"].startswith("IVF") and scale["planted_recall"] >= 0.95 and scale["all_pairs_s_extrapolated"] > 0

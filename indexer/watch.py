@@ -37,8 +37,9 @@ READ_EVENTS = frozenset({"opened", "closed_no_write"})  # a file was read, not c
 class ChangeCollector(FileSystemEventHandler):
     """Counts changes under the watched folder and tells when a batch of them is ready."""
 
-    def __init__(self, ignored: Sequence[Path] = ()) -> None:
+    def __init__(self, ignored: Sequence[Path] = (), root: Path | None = None) -> None:
         self._ignored = [Path(p).resolve() for p in ignored]
+        self._root = Path(root).resolve() if root is not None else None
         self._cond = threading.Condition()
         self._first: float | None = None  # when the oldest change not yet handed out came
         self._last = 0.0
@@ -48,7 +49,8 @@ class ChangeCollector(FileSystemEventHandler):
         if not path:
             return False
         p = Path(path)
-        if any(part.startswith(".") for part in p.parts[-1:]):  # hidden files are never indexed
+        inside = p.relative_to(self._root).parts if self._root is not None and self._root in p.parents else p.parts[-1:]
+        if any(part.startswith(".") for part in inside):  # hidden files and folders are never indexed
             return False
         return not any(p == d or d in p.parents for d in self._ignored)
 
@@ -117,7 +119,7 @@ def watch(source: Path, run: Callable[[], object], *, ignored: Sequence[Path] = 
     stop = stop or threading.Event()
     source = Path(source).expanduser().resolve()
     folder = source if source.is_dir() else source.parent  # a manifest: its folder, where its images usually are
-    collector = ChangeCollector(ignored)
+    collector = ChangeCollector(ignored, root=folder)
     observer = start_observer(folder, collector)
     log.info("watching %s", folder)
     try:

@@ -166,11 +166,12 @@ def test_change_collector_debounces_and_ignores_reads_and_the_index_dir(tmp_path
     from watchdog.events import DirModifiedEvent, FileClosedNoWriteEvent, FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileOpenedEvent
 
     index_dir = tmp_path / "photos" / ".mmsearch"
-    collector = ChangeCollector([index_dir])
+    collector = ChangeCollector([index_dir], root=tmp_path / "photos")
     stop = threading.Event()
     photo = str(tmp_path / "photos" / "a.jpg")
     for event in (FileOpenedEvent(photo), FileClosedNoWriteEvent(photo), DirModifiedEvent(str(tmp_path / "photos")),
-                  FileModifiedEvent(str(index_dir / "items.sqlite")), FileCreatedEvent(str(tmp_path / "photos" / ".hidden.jpg"))):
+                  FileModifiedEvent(str(index_dir / "items.sqlite")), FileCreatedEvent(str(tmp_path / "photos" / ".hidden.jpg")),
+                  FileModifiedEvent(str(tmp_path / "photos" / ".git" / "index"))):
         collector.on_any_event(event)
     assert collector.changes == 0
     collector.on_any_event(FileMovedEvent(str(index_dir / "x.tmp"), photo))  # moved out of an ignored place: counts

@@ -154,16 +154,18 @@ def group_pairs(pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
     return sorted((sorted(g) for g in groups.values()), key=lambda g: (-len(g), g[0]))
 
 
-def _fingerprints(records: list[ItemRecord], cache: FingerprintCache, max_pixels: int, threads: int) -> dict[int, np.ndarray]:
-    missing = [r for r in records if cache.get(r.sha256) is None]
+def _cached(records: list[ItemRecord], cache: FingerprintCache, kind: str, describe, max_pixels: int,
+            threads: int) -> dict[int, np.ndarray]:
+    """{item id: fingerprint or crop variants} of ``records``, decoding only the files the cache lacks."""
+    missing = [r for r in records if cache.get(kind, r.sha256) is None]
     if missing:
-        log.info("fingerprinting %d of %d pictures", len(missing), len(records))
-        computed = of_files([r.path for r in missing], fingerprint, max_pixels, threads)
+        log.info("%s: decoding %d of %d pictures", kind, len(missing), len(records))
+        computed = of_files(sorted({r.path for r in missing}), describe, max_pixels, threads)
         for record in missing:
             if computed.get(record.path) is not None:
-                cache.put(record.sha256, computed[record.path])
-    cache.save({r.sha256 for r in records})
-    return {r.id: cache.get(r.sha256) for r in records if cache.get(r.sha256) is not None}
+                cache.put(kind, record.sha256, computed[record.path])
+    found = {r.id: cache.get(kind, r.sha256) for r in records}
+    return {item_id: value for item_id, value in found.items() if value is not None}
 
 
 def _taken(record: ItemRecord) -> tuple[float, str | None]:
@@ -192,16 +194,16 @@ def _pixel_size(record: ItemRecord) -> tuple[int | None, int | None]:
         return None, None
 
 
-def _ordered_group(ids: list[int], records: dict[int, ItemRecord], variants: dict[str, np.ndarray | None]) -> DuplicateGroup:
+def _ordered_group(ids: list[int], records: dict[int, ItemRecord], variants: dict[int, np.ndarray]) -> DuplicateGroup:
     copies = []
     for item_id in ids:
         record = records[item_id]
         width, height = _pixel_size(record)
         copies.append((record, Copy(item_id, record.path, width, height, _taken(record)[1], record.size, 1.0)))
     copies.sort(key=lambda rc: (-rc[1].pixels, _taken(rc[0])[0], rc[1].id))
-    best = variants.get(copies[0][0].path)
+    best = variants.get(copies[0][1].id)
     for record, copy in copies[1:]:
-        mine = variants.get(record.path)
+        mine = variants.get(copy.id)
         copy.similarity = round(visual_similarity(best, mine), 4) if best is not None and mine is not None else 0.0
     return DuplicateGroup([copy for _, copy in copies])
 
@@ -224,7 +226,7 @@ def find_duplicates(
     started = time.monotonic()
     records = [r for r in records if r.modality == IMAGE and r.path]
     by_id = {r.id: r for r in records}
-    prints = _fingerprints(records, cache, max_pixels, threads)
+    prints = _cached(records, cache, "prints", fingerprint, max_pixels, threads)
     report = DuplicateReport([], len(records), options, unreadable=len(records) - len(prints))
     candidates: dict[tuple[int, int], float] = {}
     if len(prints) > 1:
@@ -242,11 +244,11 @@ def find_duplicates(
         report.candidates["embedding"] = len(found)
         candidates.update(found)
     involved = sorted({i for pair in candidates for i in pair})
-    variants = of_files([by_id[i].path for i in involved], crop_variants, max_pixels, threads)
+    variants = _cached([by_id[i] for i in involved], cache, "variants", crop_variants, max_pixels, threads)
+    cache.save({r.sha256 for r in records})
     confirmed = []
     for a, b in candidates:
-        va, vb = variants.get(by_id[a].path), variants.get(by_id[b].path)
-        if va is not None and vb is not None and visual_similarity(va, vb) >= options.threshold:
+        if a in variants and b in variants and visual_similarity(variants[a], variants[b]) >= options.threshold:
             confirmed.append((a, b))
     report.confirmed = len(confirmed)
     report.groups = [_ordered_group(group, by_id, variants) for group in group_pairs(confirmed)]

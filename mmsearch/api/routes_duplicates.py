@@ -66,11 +66,16 @@ class _ReportCache:
             return self.report
 
 
+_CACHE_CREATION = threading.Lock()
+
+
 def _cache(request: Request) -> _ReportCache:
+    """The app's report cache, made on first use (two first requests at once still share one)."""
     state = request.app.state
-    if getattr(state, "duplicates_cache", None) is None:
-        state.duplicates_cache = _ReportCache()
-    return state.duplicates_cache
+    with _CACHE_CREATION:
+        if getattr(state, "duplicates_cache", None) is None:
+            state.duplicates_cache = _ReportCache()
+        return state.duplicates_cache
 
 
 @router.get("/v1/duplicates", response_model=DuplicatesOut, responses={422: {"model": ErrorOut}})

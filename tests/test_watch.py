@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, pattern_image
-from indexer.sources import sha256_file
+from mmsearch.hashing import sha256_file
 from indexer.watch import ChangeCollector
 from mmsearch.storage.indexdir import IndexDir
 from mmsearch.search import Searcher

@@ -47,16 +47,16 @@ class DuplicatesOut(BaseModel):
 
 
 class _ReportCache:
-    """The last report, for one (generation, threshold)."""
+    """The last report, for one (index, generation, threshold): collections each have their own index."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.key: tuple[int, float] | None = None
+        self.key: tuple[str, int, float] | None = None
         self.report: DuplicateReport | None = None
 
     def get(self, searcher: Searcher, settings: Settings, threshold: float) -> DuplicateReport:
         with self.lock:
-            key = (searcher.store.generation(), threshold)
+            key = (str(searcher.index_dir.path.resolve()), searcher.store.generation(), threshold)
             if key != self.key or self.report is None:
                 self.report = duplicates_in_index(
                     searcher, DuplicateOptions(threshold=threshold), max_pixels=settings.max_image_pixels,

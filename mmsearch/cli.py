@@ -195,8 +195,6 @@ def _echo_report(report, stamp: bool = False) -> None:
         click.echo(f"  skipped {key}: {reason}", err=True)
     for key, note in report.notes:
         click.echo(f"  note {key}: {note}", err=True)
-    for key, note in report.notes:
-        click.echo(f"  note {key}: {note}", err=True)
 
 
 @contextlib.contextmanager

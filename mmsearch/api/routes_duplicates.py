@@ -14,12 +14,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from mmsearch.api.deps import get_app_settings, get_searcher
+from mmsearch.api.security import Scope, require
 from mmsearch.api.schemas import ErrorOut
 from mmsearch.config import Settings
 from mmsearch.duplicates import DuplicateOptions, DuplicateReport, duplicates_in_index
 from mmsearch.search import Searcher
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(require(Scope.READ))])  # reads the (default or named) collection
 
 
 class CopyOut(BaseModel):

@@ -51,13 +51,13 @@ def run() -> None:
     nothing a finished command needs: the store is closed, vector files are fsynced and published, no
     child process is left (checked). So ``mmsearch search "..."`` or an index run returns that much
     sooner. A failed command exits the ordinary way. Tests call :func:`main` itself."""
-    import multiprocessing
     import os
 
     try:
         main()  # standalone mode: always ends in SystemExit
     except SystemExit as exc:
-        if exc.code not in (None, 0) or multiprocessing.active_children():
+        multiprocessing = sys.modules.get("multiprocessing")  # a command that never imported it started no child
+        if exc.code not in (None, 0) or (multiprocessing is not None and multiprocessing.active_children()):
             raise
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

@@ -14,10 +14,9 @@ import time
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
-from PIL import Image
 
 from mmsearch.calibration import COSINE, STATS_SAMPLE, Calibration, ModalityStats, load_calibration
 from mmsearch.vectors import rerank
@@ -29,6 +28,9 @@ from mmsearch.vectors.index import VectorIndex
 from mmsearch.storage.indexdir import IndexDir, Manifest
 from mmsearch.storage.keyword import snippet
 from mmsearch.storage.store import IMAGE, MODALITIES, TEXT, ItemRecord, Store
+
+if TYPE_CHECKING:  # annotations only: a text query need not load Pillow
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence, TypeVar, runtime_checkable
 
 import numpy as np
-from PIL import Image
+
+if TYPE_CHECKING:  # annotations only: a text query need not load Pillow
+    from PIL import Image
 
 
 @runtime_checkable

@@ -46,18 +46,25 @@ class CompiledLiteEncoder(PreprocessingEncoder):
 
     device = "cpu"
 
-    def __init__(self, *, spec: str, model_id: str, preprocess: Callable, tokenizer, text_tower,
+    def __init__(self, *, spec: str, model_id: str, preprocess: Callable[[], Callable], tokenizer, text_tower,
                  open_image_tower: Callable[[], object], fallback: Callable[[], Encoder], dim: int, batch_size: int,
                  precision: str) -> None:
         self.spec, self.model_id, self.dim = spec, model_id, dim
         self.batch_size, self.precision = batch_size, precision
-        self._preprocess, self._tokenizer = preprocess, tokenizer
+        self._make_preprocess, self._built_preprocess, self._tokenizer = preprocess, None, tokenizer
         self._text_tower = text_tower
         self._open_image_tower, self._fallback = open_image_tower, fallback
         self._image_tower = None
         self._image_fallback: Encoder | None = None
         self._image_lock = threading.Lock()
         self.text_backend = text_tower.describe()
+
+    @property
+    def _preprocess(self) -> Callable:
+        """The image preprocessing, built on first use (a text query never needs it)."""
+        if self._built_preprocess is None:
+            self._built_preprocess = self._make_preprocess()
+        return self._built_preprocess
 
     def _image_side(self):
         """-> the compiled image tower, or the full load's encoder when the graph could not be used."""
@@ -118,7 +125,7 @@ def load_compiled_lite(spec: str, weights: Path | None, *, batch_size: int, thre
     if not (_has_reference(image_dir) and _has_reference(text_dir)):
         log.info("compiled graphs of %s are not all cached yet: building the model", model_id)
         return None
-    preprocess, tokenizer = make_preprocess(cfg), make_tokenizer(cfg)
+    tokenizer = make_tokenizer(cfg)
     try:
         text_tower = open_text_tower(
             text_dir, tokenizer, tokenizer.pad_id, convert=_needs_full_model("text graph"),
@@ -138,9 +145,9 @@ def load_compiled_lite(spec: str, weights: Path | None, *, batch_size: int, thre
             float_tower=lambda: open_float_tower(image_dir, convert=_needs_full_model("image graph"), reference=refuse_reference,
                                                  image_size=cfg.image_size, precision=precision, threads=threads),
         )
-        return accept_uint8_pixels(tower, preprocess)
+        return accept_uint8_pixels(tower, make_preprocess(cfg))
 
     log.info("model %s (%s) from its compiled graphs in %.2fs", spec, model_id, time.perf_counter() - started)
-    return CompiledLiteEncoder(spec=spec, model_id=model_id, preprocess=preprocess, tokenizer=tokenizer, text_tower=text_tower,
+    return CompiledLiteEncoder(spec=spec, model_id=model_id, preprocess=lambda: make_preprocess(cfg), tokenizer=tokenizer, text_tower=text_tower,
                                open_image_tower=open_image_tower, fallback=fallback, dim=cfg.embedding_dim,
                                batch_size=batch_size, precision=precision)

@@ -20,7 +20,7 @@ HashCache = Callable[[str, int, float], "str | None"]
 @dataclass
 class SourceItem:
     key: str
-    modality: str  # "image" | "text"
+    modality: str  # "image" | "text" | a unit: "video" | "document" (indexer.units)
     path: str | None
     text: str | None
     meta: dict = field(default_factory=dict)

@@ -5,7 +5,8 @@
    moved/renamed (same content at a new path: keep id and vector), new, gone (delete);
 3. embed texts, then images (decoded in worker processes, which also read the text in each image when the
    index has OCR on), committing a batch at a time;
-4. publish the vector files and the manifest.
+4. read videos and PDFs (units, see indexer.units) in the worker processes, committing a whole file at a time;
+5. publish the vector files and the manifest.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from mmsearch.imaging.fastpath import SplitTransform, same_worker_stage, split_t
 from indexer.photos import backfill_photo_fields, carry_photo_fields, merge_photo_fields, needs_backfill
 from indexer.loader import DecodedBatch, decode_batches
 from indexer.sources import ScanResult, SourceItem, scan
+from indexer.units import (
+    MediaOptions, UnitAssembler, UnitPart, UnitPlan, decode_units, embed_chunks, group_units, plan_units, unit_meta,
+)
 from mmsearch.writer import IndexWriter
 from mmsearch.vectors.ann import DEFAULT_FLAT_THRESHOLD, AnnOptions, choose_factory
 from mmsearch.encoders.base import Encoder, transform_input_size
@@ -74,6 +78,7 @@ class Plan:
     updates: list[tuple[int, dict]] = field(default_factory=list)
     deletes: list[ItemRecord] = field(default_factory=list)
     unchanged: int = 0
+    units: UnitPlan = field(default_factory=UnitPlan)  # videos and PDFs, planned file by file
 
 
 def _fields(item: SourceItem, record: ItemRecord) -> dict:
@@ -98,8 +103,15 @@ def needs_ocr(record: ItemRecord, ocr: bool) -> bool:
 
 def make_plan(result: ScanResult, existing: dict[str, ItemRecord], ocr: bool = False) -> Plan:
     """What a run must do. With ``ocr``, images whose text was never read are read (and re-embedded with
-    their id: decoding is what it takes anyway) even when the file is unchanged."""
-    plan = Plan()
+    their id: decoding is what it takes anyway) even when the file is unchanged. Videos and PDFs are
+    planned file by file (indexer.units.plan_units)."""
+    groups = group_units(existing.values())
+    in_units = {r.key for records in groups.values() for r in records}
+    units = [item for item in result.items if item.modality not in ("image", "text")]
+    result = ScanResult([item for item in result.items if item.modality in ("image", "text")], result.failures, result.scope)
+    existing = {key: r for key, r in existing.items() if key not in in_units}
+    plan = Plan(units=plan_units(units, groups, result.scope))
+    plan.unchanged += plan.units.unchanged
     seen: set[str] = set()
     fresh: list[SourceItem] = []
     same: list[tuple[SourceItem, ItemRecord]] = []  # content unchanged: metadata may still differ
@@ -251,6 +263,63 @@ def _new_item(item: SourceItem, item_id: int | None, extra_meta: dict | None = N
     return NewItem(item.key, item.modality, item.path, item.sha256, item.size, item.mtime, item.text, meta, item_id)
 
 
+def embed_units(encoder: Encoder, units: Sequence[SourceItem], *, batch_size: int, workers: int, max_pixels: int,
+                media: MediaOptions) -> Iterator:
+    """Vectors for the frames of videos and the pages of PDFs, read in ``workers`` processes and
+    streamed back a chunk at a time (indexer.units)."""
+    stages = split_transform(encoder.image_transform)
+    uint8_ok = stages.split and getattr(encoder, "takes_uint8_pixels", False)
+    chunks = decode_units([(unit.modality, unit.path) for unit in units], stages.worker, chunk=batch_size, workers=workers,
+                          max_pixels=max_pixels, min_side=_draft_size(encoder.image_transform), options=media)
+    return embed_chunks(encoder, chunks, None if uint8_ok else stages.finish)
+
+
+def _write_unit(writer: IndexWriter, report: "IndexReport", unit: SourceItem, old: list[ItemRecord],
+                parts: list[UnitPart], vectors: np.ndarray) -> None:
+    """All items of one video or PDF in one transaction; a part at the same place as before keeps its id.
+    Old items with no part any more go after (a run stopped in between is redone by the next, see
+    indexer.units.plan_units)."""
+    previous = {r.key: r for r in old}
+    items = []
+    for part in parts:
+        key = unit.key + part.suffix
+        reused = previous.pop(key, None)
+        items.append(NewItem(key, part.modality, unit.path, unit.sha256, unit.size, unit.mtime, part.text,
+                             unit_meta(unit.modality, unit.key, part), reused.id if reused else None))
+    writer.add(items, vectors)
+    writer.delete(list(previous.values()))
+    reused_count = sum(item.id is not None for item in items)
+    report.added += len(items) - reused_count
+    report.reembedded += reused_count
+    report.removed += len(previous)
+
+
+def _index_units(writer: IndexWriter, report: "IndexReport", encoder, units: list[tuple[SourceItem, list[ItemRecord]]],
+                 bar, *, local: bool, batch_size: int, workers: int, max_pixels: int, media: MediaOptions) -> None:
+    if not units:
+        return
+    if not local:
+        for unit, _ in units:
+            report.failures.append((unit.key, f"{unit.modality} files are read by the local engine only: index them without --engine ray"))
+        return
+    assembler = UnitAssembler()
+    for batch in embed_units(encoder, [unit for unit, _ in units], batch_size=batch_size, workers=workers,
+                             max_pixels=max_pixels, media=media):
+        complete = assembler.add(batch)
+        if complete is None:
+            continue
+        unit, old = units[batch.position]
+        bar.update(1)
+        if batch.failure:
+            report.failures.append((unit.key, batch.failure))
+            writer.delete(old)  # the file changed into something unreadable: its old items are stale
+            report.removed += len(old)
+            continue
+        if batch.notice:
+            report.failures.append((unit.key, batch.notice))
+        _write_unit(writer, report, unit, old, *complete)
+
+
 def _progress(total: int, enabled: bool | None) -> tqdm:
     enabled = sys.stderr.isatty() if enabled is None else enabled
     return tqdm(total=total, unit="item", desc="embedding", disable=not enabled or total == 0, dynamic_ncols=True)
@@ -276,6 +345,7 @@ def index_source(
     preprocess_for: Callable[[str], Callable | None] | None = None,
     ocr: bool | None = None,
     ocr_budget: OcrBudget | None = None,
+    media: MediaOptions | None = None,
 ) -> IndexReport:
     """Index ``source`` into ``index_dir``. ``encoder_factory(spec)`` loads the model only if needed.
 
@@ -289,7 +359,8 @@ def index_source(
     (None when unknown), so in-process decoding starts while the model loads;
     ``ocr`` reads the text in every image (None: as the index remembers from its last run, off for a new
     one), each image within ``ocr_budget``; turning it on for an index built without it reads the text of
-    the images it already holds."""
+    the images it already holds.
+    ``media`` says how videos and PDFs are read (indexer.units.MediaOptions)."""
     ann_options = AnnOptions(
         index_type or "auto", recall_target or 0.95, DEFAULT_FLAT_THRESHOLD if flat_threshold is None else flat_threshold
     ).check()
@@ -311,7 +382,8 @@ def index_source(
         store = idx.open_store()
         try:
             return _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started,
-                        catalogue, ann_options, explicit, embed_stage, preprocess_for, budget)
+                        catalogue, ann_options, explicit, embed_stage, preprocess_for, budget,
+                        media or MediaOptions())
         finally:
             store.close()
 
@@ -340,11 +412,13 @@ def _apply_ann_options(manifest, options: AnnOptions, explicit: tuple[bool, bool
 
 
 def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started,
-         catalogue, ann_options, explicit, embed_stage=None, preprocess_for=None, ocr: OcrBudget | None = None) -> IndexReport:
+         catalogue, ann_options, explicit, embed_stage=None, preprocess_for=None, ocr: OcrBudget | None = None,
+         media: MediaOptions = MediaOptions()) -> IndexReport:
     existing = {r.key: r for r in store.all_items()}
+    unit_records = {unit: records[0] for unit, records in group_units(existing.values()).items()}
 
     def known_hash(key: str, size: int, mtime: float) -> str | None:
-        record = existing.get(key)
+        record = existing.get(key) or unit_records.get(key)
         return record.sha256 if record and record.size == size and record.mtime == mtime else None
 
     result = scan(source, known_hash, skip_dirs=(idx.path,), catalogue=catalogue)
@@ -360,7 +434,7 @@ def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, worker
         early = start_early_decode(spec, [item for item, _ in todo], preprocess_for, batch_size=batch_size, workers=workers,
                                    max_pixels=max_pixels, ocr=ocr) if preprocess_for else None
         embed = functools.partial(embed_batches, early=early, ocr=ocr)
-    encoder = encoder_factory(spec) if (plan.embed or manifest is None) else None
+    encoder = encoder_factory(spec) if (plan.embed or plan.units.embed or manifest is None) else None
     if manifest is None:
         manifest = idx.create(spec, encoder.model_id, encoder.dim)
     elif encoder is not None:
@@ -369,13 +443,15 @@ def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, worker
     run_id = store.start_run(report.source)
     writer = IndexWriter(idx, manifest, store, _apply_ann_options(manifest, ann_options, explicit))
 
-    writer.update(plan.moves)
-    writer.update(plan.updates)
-    writer.delete(plan.deletes)
-    report.moved, report.updated, report.removed = len(plan.moves), len(plan.updates), len(plan.deletes)
+    writer.update(plan.moves + plan.units.moves)
+    writer.update(plan.updates + plan.units.updates)
+    writer.delete(plan.deletes + plan.units.deletes)
+    report.moved = len(plan.moves) + len(plan.units.moves)
+    report.updated = len(plan.updates) + len(plan.units.updates)
+    report.removed = len(plan.deletes) + len(plan.units.deletes)
 
     broken: list[ItemRecord] = []
-    with _progress(len(todo), progress) as bar:
+    with _progress(len(todo) + len(plan.units.embed), progress) as bar:
         for batch in embed(
             encoder, [item for item, _ in todo], batch_size=batch_size, workers=workers, max_pixels=max_pixels
         ):
@@ -393,6 +469,8 @@ def _run(source, idx, manifest, store, spec, encoder_factory, batch_size, worker
             bar.update(len(batch.positions) + len(batch.failures))
         writer.delete(broken)
         report.removed += len(broken)
+        _index_units(writer, report, encoder, plan.units.embed, bar, local=embed_stage is None, batch_size=batch_size,
+                     workers=workers, max_pixels=max_pixels, media=media)
 
     writer.publish()
     store.record_failures(run_id, report.failures)

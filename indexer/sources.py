@@ -2,6 +2,8 @@
 
 * image files become image items; a sidecar ``X.txt`` beside ``X.jpg`` is that image's caption;
 * other ``.txt``/``.md`` files become text items;
+* videos and PDFs are listed once each, as a *unit* (modality ``video`` or ``document``) that the
+  pipeline expands into its frames or pages (see indexer.units);
 * a JSONL or CSV manifest (an image path column and/or a text column) adds one item per row: a row with
   an image becomes an image item captioned by its text, a row with only text becomes a text item;
   every other column is kept as metadata.
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from indexer.items import HashCache, ScanResult, SourceItem, stat_and_hash
+from indexer.units import unit_kind
 from mmsearch.hashing import sha256_text
 from mmsearch.imaging.formats import IMAGE_SUFFIXES
 from mmsearch.textfile import read_text_file
@@ -74,6 +77,8 @@ def scan(source: Path, known: HashCache | None = None, skip_dirs: tuple[Path, ..
                 manifests.append(path)
             elif ext in IMAGE_EXTS:
                 files.append(("image", path))
+            elif unit_kind(ext):
+                files.append((unit_kind(ext), path))
             elif ext in TEXT_EXTS and not any(os.path.splitext(name)[0] + e in names for e in _case_variants(IMAGE_EXTS)):
                 files.append(("text", path))
     for manifest in manifests:
@@ -100,6 +105,8 @@ def _case_variants(exts: frozenset[str]) -> set[str]:
 def _file_item(modality: str, path: str, known: HashCache | None) -> SourceItem | None:
     item = SourceItem(key=path, modality=modality, path=path, text=None)
     stat_and_hash(item, known)
+    if modality not in ("image", "text"):
+        return item  # a video or PDF: its frames or pages are read when it is indexed
     if modality == "image":
         stem = os.path.splitext(path)[0]
         for ext in (".txt", ".TXT"):

@@ -1,0 +1,267 @@
+"""Sampled frames of a video file (mp4, mov, webm, mkv, avi, ...) through PyAV, whose wheels carry FFmpeg.
+
+Which frames: one at every scene change, and at least one every ``interval`` seconds. How, without
+decoding every frame (a 720p stream decodes at a few hundred frames/s on one core, too slow for an
+indexer that must run many times faster than real time):
+
+1. the packets are demuxed (cheap: no decoding) and only the keyframe packets go to the decoder.
+   Encoders put a keyframe at every scene cut (x264, libvpx and others do by default) and at least
+   every few seconds, so keyframes are where scenes start;
+2. a decoded keyframe is kept when it looks different from the last kept frame (a 16x16 colour
+   signature) or when ``interval`` has passed since it;
+3. where keyframes are further apart than ``interval``, the frames needed in between are found with a
+   second demuxer that seeks to the keyframe before each gap and decodes forward only to the times
+   wanted.
+
+It streams: one frame (scaled down to ``min_side``) is held at a time, so a two-hour film costs no
+more memory than a clip. Bounds: a frame-size cap (``max_pixels``), a cap on frames per video
+(``max_frames``, reported), and keyframes closer than ``MIN_KEYFRAME_GAP`` are not decoded (an
+intra-only stream, e.g. MJPEG, would otherwise be decoded in full).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from mmsearch.imaging.decode import DecodeError
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTS = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi"})
+MIN_KEYFRAME_GAP = 0.5  # seconds: keyframes closer to the last decoded one than this are skipped
+SIGNATURE_SIDE = 16
+
+
+@dataclass(frozen=True)
+class VideoSampling:
+    """How a video is sampled. ``scene_threshold``: mean absolute difference (0..1) of two frames' colour
+    16x16 signatures above which the second starts a new scene."""
+
+    interval: float = 10.0
+    scene_threshold: float = 0.08
+    max_frames: int = 5000
+
+    def check(self) -> "VideoSampling":
+        if not self.interval > 0:
+            raise ValueError("the video sampling interval must be a positive number of seconds")
+        if not 0 < self.scene_threshold < 1:
+            raise ValueError("the scene threshold must be between 0 and 1")
+        if self.max_frames < 1:
+            raise ValueError("max frames per video must be at least 1")
+        return self
+
+
+@dataclass
+class VideoFrame:
+    timestamp: float  # seconds from the start of the stream
+    image: Image.Image  # RGB, shorter side at most the requested min_side (never upscaled)
+    scene_change: bool  # kept because it differs from the previous kept frame (else: the interval)
+
+
+@dataclass
+class VideoInfo:
+    width: int
+    height: int
+    duration: float | None  # seconds, when the container says
+    codec: str
+
+
+def _open(path: str):
+    import av
+
+    try:
+        return av.open(path, metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise DecodeError(f"not a readable video: {_ffmpeg_reason(exc)}") from exc
+
+
+def _ffmpeg_reason(exc: Exception) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return str(text).split(": '")[0]
+
+
+def _video_stream(container, path: str, max_pixels: int):
+    streams = container.streams.video
+    if not streams:
+        raise DecodeError("the file has no video stream" + (" (sound only)" if container.streams.audio else ""))
+    stream = streams[0]
+    ctx = stream.codec_context
+    width, height = int(ctx.width or 0), int(ctx.height or 0)
+    if width <= 0 or height <= 0:
+        raise DecodeError("the video stream declares no frame size (damaged or unsupported)")
+    if width * height > max_pixels:
+        raise DecodeError(f"video frames are {width}x{height} = {width * height:,} pixels, above the cap of {max_pixels:,}")
+    return stream
+
+
+def probe(path: str, max_pixels: int = 90_000_000) -> VideoInfo:
+    """Frame size, duration and codec of a video, without decoding a frame."""
+    with _open(path) as container:
+        stream = _video_stream(container, path, max_pixels)
+        duration = float(container.duration / 1_000_000) if container.duration else None
+        return VideoInfo(stream.codec_context.width, stream.codec_context.height, duration, stream.codec_context.name)
+
+
+def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
+    return None if value is None or time_base is None else float(value * time_base)
+
+
+def _frame_time(frame, time_base: Fraction | None) -> float | None:
+    """Seconds of a decoded frame: frames flushed out of the decoder carry a pts but no time base."""
+    time = frame.time
+    if time is not None and time == time:  # not NaN
+        return float(time)
+    return _seconds(frame.pts, frame.time_base or time_base)
+
+
+def _picture(frame, min_side: int) -> Image.Image:
+    """The frame as RGB, scaled (by FFmpeg, before conversion) so its shorter side is ``min_side``."""
+    width, height = frame.width, frame.height
+    scale = min(1.0, min_side / max(1, min(width, height)))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    image = frame.to_image(width=size[0], height=size[1]) if scale < 1 else frame.to_image()
+    rotation = getattr(frame, "rotation", 0) or 0
+    if rotation % 360:  # phone videos store their orientation as a display matrix
+        image = image.rotate(rotation, expand=True)
+    return image
+
+
+def _signature(frame) -> np.ndarray:
+    """A 16x16 colour thumbnail (colour, not grey: a red and a blue scene can have the same brightness)."""
+    small = frame.reformat(width=SIGNATURE_SIDE, height=SIGNATURE_SIDE, format="rgb24")
+    return small.to_ndarray().astype(np.float32) / 255.0
+
+
+class _GapFiller:
+    """Frames at given times between two keyframes, from a second demuxer of the same file: seek to the
+    keyframe at or before the first time, then decode forward only as far as each time asked for."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.container = None
+        self.frames: Iterator | None = None
+        self.position: float | None = None
+
+    def frame_at(self, target: float):
+        import av
+
+        if self.container is None:
+            self.container = _open(self.path)
+        stream = self.container.streams.video[0]
+        if self.position is None or target < self.position:
+            offset = int(target / stream.time_base) if stream.time_base else int(target * 1_000_000)
+            self.container.seek(offset, stream=stream, backward=True, any_frame=False)
+            self.frames = self.container.decode(stream)
+        try:
+            for frame in self.frames:
+                time = _frame_time(frame, stream.time_base)
+                if time is None:
+                    continue
+                self.position = time
+                if time >= target - 1e-3:
+                    return frame
+        except (av.error.FFmpegError, ValueError) as exc:
+            log.debug("%s: no frame at %.2f s: %s", self.path, target, exc)
+        self.position = float("inf")  # the stream ends (or breaks) before the target
+        return None
+
+    def close(self) -> None:
+        if self.container is not None:
+            self.container.close()
+
+
+def _keyframes(container, stream) -> Iterator:
+    """Decoded keyframes, each at least MIN_KEYFRAME_GAP after the previous one decoded."""
+    import av
+
+    stream.codec_context.skip_frame = "NONKEY"
+    last: float | None = None
+    for packet in container.demux(stream):
+        if packet.size == 0 or not packet.is_keyframe:
+            continue
+        time = _seconds(packet.pts if packet.pts is not None else packet.dts, packet.time_base)
+        if time is not None and last is not None and time - last < MIN_KEYFRAME_GAP:
+            continue
+        try:
+            frames = stream.decode(packet)
+        except av.error.FFmpegError as exc:
+            log.debug("undecodable keyframe at %s s: %s", time, exc)
+            continue
+        last = time
+        yield from frames
+    try:
+        yield from stream.decode(None)  # frames the decoder still holds
+    except av.error.FFmpegError:
+        return
+
+
+def sample_frames(path: str, sampling: VideoSampling = VideoSampling(), *, max_pixels: int = 90_000_000,
+                  min_side: int = 256) -> Iterator[VideoFrame]:
+    """The frames of ``path`` at scene changes and at least every ``sampling.interval`` seconds, in time
+    order. Raises DecodeError when not a single frame can be read; a stream damaged part-way yields the
+    frames before the damage (logged)."""
+    import av
+
+    sampling.check()
+    produced = 0
+    with _open(path) as container:
+        stream = _video_stream(container, path, max_pixels)
+        end = float(container.duration / 1_000_000) if container.duration else None
+        filler = _GapFiller(path)
+        last_time: float | None = None
+        last_sig: np.ndarray | None = None
+
+        def keep(frame, time: float, scene: bool) -> VideoFrame:
+            nonlocal last_time, last_sig, produced
+            last_time, last_sig, produced = time, _signature(frame), produced + 1
+            return VideoFrame(round(time, 3), _picture(frame, min_side), scene)
+
+        def fill_until(limit: float) -> Iterator[VideoFrame]:
+            while last_time is not None and produced < sampling.max_frames and limit - last_time > sampling.interval + 1e-3:
+                frame = filler.frame_at(last_time + sampling.interval)
+                time = _frame_time(frame, stream.time_base) if frame is not None else None
+                if time is None or time >= limit or time <= last_time:
+                    return
+                yield keep(frame, time, False)
+
+        try:
+            for frame in _keyframes(container, stream):
+                time = _frame_time(frame, stream.time_base)
+                if time is None or (last_time is not None and time <= last_time):
+                    continue
+                yield from fill_until(time)
+                if produced >= sampling.max_frames:
+                    break
+                scene = last_sig is not None and float(np.abs(_signature(frame) - last_sig).mean()) > sampling.scene_threshold
+                if last_time is None or scene or time - last_time >= sampling.interval - 1e-3:
+                    yield keep(frame, time, scene)
+            if end is not None and produced < sampling.max_frames:
+                yield from fill_until(end)
+        except (av.error.FFmpegError, ValueError, MemoryError) as exc:
+            if produced == 0:
+                raise DecodeError(f"not a readable video: {_ffmpeg_reason(exc)}") from exc
+            log.warning("%s: video damaged after %.1f s, indexed the frames before: %s", path, last_time or 0.0, exc)
+        finally:
+            filler.close()
+    if produced == 0:
+        raise DecodeError("no frame of the video could be decoded (empty, truncated or damaged stream)")
+
+
+def frame_at(path: str, timestamp: float, *, max_pixels: int = 90_000_000, min_side: int = 256) -> Image.Image:
+    """The frame shown at ``timestamp`` seconds (a search hit's thumbnail), found by seeking."""
+    with _open(path) as container:
+        _video_stream(container, path, max_pixels)
+    filler = _GapFiller(path)
+    try:
+        frame = filler.frame_at(max(0.0, float(timestamp)))
+        if frame is None:
+            raise DecodeError(f"no frame at {timestamp:.3f} s")
+        return _picture(frame, min_side)
+    finally:
+        filler.close()

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from mmsearch.imaging.decode import DecodeError
 from mmsearch.imaging.pdf import PDF_EXTS, PageOcr, PdfReader
 from mmsearch.imaging.video import VIDEO_EXTS, VideoSampling, sample_frames
+from mmsearch.moments import unit_of
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +54,6 @@ class MediaOptions:
     sampling: VideoSampling = VideoSampling()
     pdf_max_pages: int = DEFAULT_PDF_MAX_PAGES
     ocr: PageOcr | None = None
-
-
-def unit_of(meta: dict, key: str) -> str | None:
-    """The unit (source file key) an item belongs to, or None for an item that stands alone. The key must
-    extend the unit's, so a manifest column that happens to be called ``unit`` is not mistaken for one."""
-    unit = meta.get("unit") if isinstance(meta, dict) else None
-    return unit if isinstance(unit, str) and key.startswith(unit + "#") else None
 
 
 # --- decoding, in worker processes ---

@@ -16,6 +16,7 @@ from mmsearch.cli_keys import keys
 from mmsearch.cli_shop import run_query, shop_search_options, wants_query_engine
 from mmsearch.config import Settings
 from mmsearch.errors import InvalidQueryError, MmsearchError
+from mmsearch.moments import describe as describe_moments
 
 log = logging.getLogger("mmsearch")
 
@@ -117,6 +118,8 @@ main.add_command(keys)
 )
 @click.option("--recall-target", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
               help="recall@10 against exact search that approximate search is tuned to keep [default 0.95].")
+@click.option("--video-interval", type=click.FloatRange(0, None, min_open=True), default=None,
+              help="Videos: a frame at every scene change and at least one every this many seconds [default 10, $MMSEARCH_VIDEO_INTERVAL].")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Embed in this process, or in Ray actors (one per GPU, else per CPU slot) of a Ray cluster.")
 @click.option("--address", default=None,
@@ -129,7 +132,7 @@ main.add_command(keys)
 @click.option("--watch", is_flag=True,
               help="Keep running: index again whenever files under PATH are added, changed, renamed or deleted (Ctrl-C stops).")
 def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int | None, workers: int | None, device: str | None,
-          catalogue: bool, index_type: str | None, recall_target: float | None, engine: str, address: str | None,
+          catalogue: bool, index_type: str | None, recall_target: float | None, video_interval: float | None, engine: str, address: str | None,
           collection: str | None, ocr: bool | None, watch: bool) -> None:
     """Index (or update the index of) a folder, a JSONL/CSV manifest, or a product catalogue."""
     from indexer.pipeline import index_source
@@ -138,7 +141,8 @@ def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int
 
     if address is not None and engine != "ray":
         raise click.UsageError("--address needs --engine ray")
-    s = _settings(index_dir=index_dir, batch_size=batch_size, workers=workers, device=device, ocr=ocr)
+    s = _settings(index_dir=index_dir, batch_size=batch_size, workers=workers, device=device, ocr=ocr,
+                  video_interval=video_interval)
     target = where(s, collection)
     configure_batch(s.threads)
     with _embedding_engine(engine, address, s) as (encoder_factory, embed_stage):
@@ -155,7 +159,7 @@ def index(path: Path, index_dir: Path | None, model: str | None, batch_size: int
                 max_pixels=s.max_image_pixels, catalogue=catalogue,
                 index_type=index_type, recall_target=recall_target, flat_threshold=s.ann_threshold, embed_stage=embed_stage,
                 database_url=target.database_url, preprocess_for=preprocess_without_model if fresh and not embed_stage else None,
-                ocr=s.ocr, ocr_budget=_ocr_budget(s), progress=None if not watch else False,
+                ocr=s.ocr, ocr_budget=_ocr_budget(s), progress=None if not watch else False, media=_media_options(s),
             )
 
         if not watch:
@@ -195,6 +199,15 @@ def _echo_report(report, stamp: bool = False) -> None:
         click.echo(f"  skipped {key}: {reason}", err=True)
     for key, note in report.notes:
         click.echo(f"  note {key}: {note}", err=True)
+
+
+def _media_options(s: Settings):
+    """How videos and PDFs are read, from the settings."""
+    from indexer.units import MediaOptions
+    from mmsearch.imaging.video import VideoSampling
+
+    sampling = VideoSampling(s.video_interval, s.video_scene_threshold, s.video_max_frames)
+    return MediaOptions(sampling=sampling, pdf_max_pages=s.pdf_max_pages)
 
 
 @contextlib.contextmanager
@@ -288,6 +301,8 @@ def _print_hits(query: str, hits, as_json: bool) -> None:
         click.echo(f"{rank:>3}. {h.score:.3f} {h.modality:<5} [{h.id}] {label}" + (f"  {snippet}" if snippet else ""))
         if h.snippet:
             click.echo(f"       text in image: {h.snippet}")
+        if h.moments:
+            click.echo(f"       {describe_moments(h.moments)}")
 
 
 @main.command()

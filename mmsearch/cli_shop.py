@@ -151,6 +151,10 @@ def print_result(label: str, result, as_json: bool) -> None:
         click.echo(f"{rank:>3}. {h.score:.4f} {h.modality:<5} [{h.id}]{sku} {what}{price}{_photo_line(meta)}")
         if h.snippet:
             click.echo(f"       text in image: {h.snippet}")
+        if h.moments:
+            from mmsearch.moments import describe
+
+            click.echo(f"       {describe(h.moments)}")
 
 
 def _photo_line(meta: dict) -> str:

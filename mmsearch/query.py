@@ -13,7 +13,8 @@ How a query is answered:
    negative text term's words go after the others;
 4. hybrid: reciprocal rank fusion, ``(1 - w) / (60 + vector rank) + w / (60 + keyword rank)``;
 5. the ranking (a fixed window of ``WINDOW`` results, so pages cut from it are stable and disjoint) is
-   cut by ``min_score``, grouped per product, optionally sorted by a field, then paged.
+   cut by ``min_score``, collapsed to one hit per video or PDF (with its best moments, see
+   ``mmsearch.moments``), grouped per product, optionally sorted by a field, then paged.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from sqlalchemy import text as sql
 
 from mmsearch.calibration import CALIBRATED, COSINE
 from mmsearch.errors import InvalidQueryError
+from mmsearch.moments import collapse, moment
 from mmsearch.storage.filter_sql import candidate_sql
-from mmsearch.storage.filters import Condition, field_sql, product_sql
+from mmsearch.storage.filters import Condition, field_sql, product_sql, unit_sql
 from mmsearch.storage.keyword import keyword_matches, keyword_ranking, snippet
 from mmsearch.search import Searcher
 from mmsearch.storage.store import IMAGE, MODALITIES, TEXT, id_chunks
@@ -89,6 +91,7 @@ class QueryHit:
     snippet: str | None = None  # the line of the text read in the image (OCR) matching the query's words
     cosine: float | None = None  # the raw cosine of the vector match (None: ranked by keyword alone)
     scale: str = COSINE  # what ``score`` is: cosine, calibrated (a list merging modalities), rrf (hybrid), bm25
+    moments: list[dict] = field(default_factory=list)  # a video's best frames, a PDF's best pages
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,6 +114,7 @@ class _Ranked:
     vector_score: float | None = None
     keyword_score: float | None = None
     cosine: float | None = None
+    moments: list["_Ranked"] = field(default_factory=list)
 
 
 def _check(query: Query) -> None:
@@ -149,6 +153,7 @@ class QueryEngine:
         ranking = [r for r in ranking if r.id in facts]  # deleted since the vectors were loaded
         if query.min_score is not None:
             ranking = [r for r in ranking if r.score >= query.min_score]
+        ranking = _collapse_units(ranking, facts)
         best_image = _best_images(ranking, facts)
         if query.group:
             ranking = _group(ranking, facts, self._products_of(excluded))[:window]
@@ -281,20 +286,22 @@ class QueryEngine:
         facts: dict[int, _Facts] = {}
         field, path = field_sql(self.store.dialect, sort_field or "")
         sort_sql = field if sort_field else "NULL"
-        product = product_sql(self.store.dialect)
+        product, unit = product_sql(self.store.dialect), unit_sql(self.store.dialect)
         with self.store.engine.connect() as conn:
             for chunk in id_chunks(ids):
                 marks = ", ".join(f":i{n}" for n in range(len(chunk)))
                 rows = conn.execute(
-                    sql(f"SELECT id, modality, {product}, {sort_sql} FROM items WHERE id IN ({marks})"),
+                    sql(f"SELECT id, modality, {product}, {sort_sql}, key, {unit} FROM items WHERE id IN ({marks})"),
                     {"path": path, **{f"i{n}": i for n, i in enumerate(chunk)}},
                 )
-                for item_id, modality, product, value in rows:
-                    facts[int(item_id)] = _Facts(modality, str(product) if product is not None else None, value)
+                for item_id, modality, product, value, key, unit in rows:
+                    in_unit = isinstance(unit, str) and str(key).startswith(unit + "#")  # as mmsearch.moments.unit_of
+                    facts[int(item_id)] = _Facts(modality, str(product) if product is not None else None, value,
+                                                 unit if in_unit else None)
         return facts
 
     def _hits(self, page: list[_Ranked], best_image: dict[str, int], query_text: str = "", scale: str = COSINE) -> list[QueryHit]:
-        records = self.store.get_many([r.id for r in page])
+        records = self.store.get_many([r.id for r in page] + [m.id for r in page for m in r.moments])
         hits = []
         for r in page:
             rec = records.get(r.id)
@@ -303,10 +310,21 @@ class QueryEngine:
             product = rec.meta.get("product")
             product = str(product) if product is not None else None
             image_id = rec.id if rec.modality == IMAGE else best_image.get(product) if product is not None else None
+            moments = [moment(m.id, m.score, records[m.id].modality, records[m.id].meta) for m in r.moments if m.id in records]
+            if image_id is None and "page" in rec.meta and r.moments:  # a PDF page's text: show the page's picture
+                image_id = self._page_picture(rec.key)
             hits.append(QueryHit(rec.id, r.score, r.vector_score, r.keyword_score, rec.modality, rec.path, rec.text,
-                                 rec.meta, product, image_id, snippet(rec.meta.get("ocr_text"), query_text), r.cosine, scale))
+                                 rec.meta, product, image_id, snippet(rec.meta.get("ocr_text"), query_text), r.cosine, scale, moments))
         self._attach_images(hits)
         return hits
+
+    def _page_picture(self, text_key: str) -> int | None:
+        """The rendered page beside a PDF page's text item (keys ``...#page=N/text`` and ``...#page=N``)."""
+        if not text_key.endswith("/text"):
+            return None
+        with self.store.engine.connect() as conn:
+            row = conn.execute(sql("SELECT id FROM items WHERE key = :k AND modality = :m"), {"k": text_key[: -len("/text")], "m": IMAGE}).first()
+        return int(row[0]) if row else None
 
     def _products_of(self, item_ids: set[int]) -> set[str]:
         records = self.store.get_many(item_ids) if item_ids else {}
@@ -332,6 +350,16 @@ class _Facts:
     modality: str
     product: str | None
     sort_value: Any
+    unit: str | None = None  # the video or PDF the item was taken from
+
+
+def _collapse_units(ranking: list[_Ranked], facts: dict[int, _Facts]) -> list[_Ranked]:
+    """One entry per video or PDF (its best-ranked item), carrying its best moments."""
+    out = []
+    for best, group in collapse(ranking, lambda r: facts[r.id].unit):
+        best.moments = group
+        out.append(best)
+    return out
 
 
 def _effective_mode(query: Query) -> str:

@@ -22,6 +22,7 @@ from mmsearch.calibration import COSINE, STATS_SAMPLE, Calibration, ModalityStat
 from mmsearch.vectors import rerank
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import InvalidQueryError, ItemNotFoundError, MmsearchError
+from mmsearch.moments import OVERFETCH, collapse, moment, unit_of
 from mmsearch.vectors.device import GpuPlacer, place_on_device
 from mmsearch.vectors.device import resolve as resolve_faiss_device
 from mmsearch.vectors.index import VectorIndex
@@ -49,6 +50,8 @@ class Hit:
     snippet: str | None = None  # for a text query: the line of the text read in the image (OCR) matching its words
     cosine: float | None = None  # the raw cosine similarity, whatever the scale
     scale: str = COSINE  # "cosine" or "calibrated" (mmsearch.calibration)
+    # a video's or PDF's hit stands for the whole file: its best frames or pages (mmsearch.moments)
+    moments: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -276,7 +279,8 @@ class Searcher:
     def search_vectors(self, queries: np.ndarray, target: Target = "image", k: int = 10,
                        query_modality: str | None = None) -> list[list[Hit]]:
         """The k best items per query vector. With ``target="all"`` the two modalities' lists are merged
-        on the calibrated scale of the queries' modality (``query_modality``; None = unknown: raw cosines)."""
+        on the calibrated scale of the queries' modality (``query_modality``; None = unknown: raw cosines).
+        The frames of one video (pages of one PDF) come back as one hit, with its best moments."""
         _check_target_and_k(target, k)
         self.maybe_reload()
         snapshot = self._snapshot
@@ -284,15 +288,25 @@ class Searcher:
         mix = {query_modality: 1.0} if query_modality else {}
         calibrate = target == "all" and bool(mix)
         scale = snapshot.calibration.scale if calibrate else COSINE
+        depth = k * OVERFETCH  # frames of one video collapse into one hit: look deeper to still return k
         per_query: list[list[tuple[float, float, int]]] = [[] for _ in range(len(queries))]
         for modality in modalities:
-            cosines, ids = self._search_index(snapshot, modality, queries, k)
+            cosines, ids = self._search_index(snapshot, modality, queries, depth)
             scores = snapshot.calibration.scores(mix, modality, queries, cosines, self._stats(snapshot, modality)) if calibrate else cosines
             for q in range(len(queries)):
                 per_query[q].extend((float(s), float(c), int(i)) for s, c, i in zip(scores[q], cosines[q], ids[q]) if i >= 0)
-        ranked = [sorted(triples, key=lambda p: (-p[0], p[2]))[:k] for triples in per_query]
+        ranked = [sorted(triples, key=lambda p: (-p[0], p[2]))[:depth] for triples in per_query]
         records = self.store.get_many({i for triples in ranked for _, _, i in triples})
-        return [[self._hit(score, cosine, scale, records[i]) for score, cosine, i in triples if i in records] for triples in ranked]
+        return [self._grouped([(score, cosine, records[i]) for score, cosine, i in triples if i in records], k, scale) for triples in ranked]
+
+    @staticmethod
+    def _grouped(ranked: list[tuple[float, float, ItemRecord]], k: int, scale: str) -> list[Hit]:
+        groups = collapse(ranked, lambda entry: unit_of(entry[2].meta, entry[2].key))[:k]
+        return [
+            Hit(rec.id, score, rec.modality, rec.path, rec.text, rec.meta, cosine=cosine, scale=scale,
+                moments=[moment(r.id, s, r.modality, r.meta) for s, _, r in group])
+            for (score, cosine, rec), group in groups
+        ]
 
     def search_modality(self, modality: str, queries: np.ndarray, k: int,
                         subset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -306,10 +320,6 @@ class Searcher:
                       subset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         factor = rerank.factor_of(snapshot.manifest.ann.get(modality, {}).get("params"))
         return rerank.search(snapshot.indexes[modality], queries, k, factor, self.store.vectors_for, subset)
-
-    @staticmethod
-    def _hit(score: float, cosine: float, scale: str, record: ItemRecord) -> Hit:
-        return Hit(record.id, score, record.modality, record.path, record.text, record.meta, cosine=cosine, scale=scale)
 
     # --- items ---
     def item(self, item_id: int) -> ItemRecord:

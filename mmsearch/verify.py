@@ -255,7 +255,9 @@ def _reembed(store: Store, manifest: Manifest, ids: list[int], encoder_factory: 
 
 def _embed_records(encoder: Encoder, records: list[ItemRecord], max_pixels: int):
     """-> (records embedded, their vectors, [(record, why it could not be)])."""
-    from mmsearch.imaging.decode import DecodeError, open_image
+    from mmsearch.imaging.decode import DecodeError
+    from mmsearch.imaging.items import item_picture
+    from mmsearch.moments import unit_of
     from mmsearch.textfile import read_text_file
 
     ok, contents, gone = [], [], []
@@ -264,9 +266,10 @@ def _embed_records(encoder: Encoder, records: list[ItemRecord], max_pixels: int)
             if record.modality == IMAGE:
                 if not record.path:
                     raise DecodeError("image item has no file")
-                contents.append(open_image(record.path, max_pixels, target_size=DRAFT_SIZE))
+                contents.append(item_picture(record.path, record.meta, max_pixels=max_pixels, size=DRAFT_SIZE))
             else:
-                text = read_text_file(record.path) if record.path and Path(record.path).is_file() else record.text
+                from_file = record.path and Path(record.path).is_file() and unit_of(record.meta, record.key) is None
+                text = read_text_file(record.path) if from_file else record.text  # a PDF page's text is stored
                 if not text:
                     raise DecodeError("text item has no readable text")
                 contents.append(text)

@@ -33,7 +33,7 @@ def test_index_search_info_roundtrip(tmp_path):
     assert [line["query"] for line in lines] == ["the sea", "bread", "train at night"]
     for line in lines:
         assert len(line["hits"]) == 4
-        assert set(line["hits"][0]) == {"id", "score", "modality", "path", "text", "metadata", "snippet", "cosine", "scale"}
+        assert set(line["hits"][0]) == {"id", "score", "modality", "path", "text", "metadata", "snippet", "cosine", "scale", "moments"}
         assert {h["scale"] for h in line["hits"]} == {"calibrated"}  # a merged list: one scale for both modalities
         scores = [h["score"] for h in line["hits"]]
         assert scores == sorted(scores, reverse=True)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import io
+import mimetypes
+import os
 from typing import Literal
 
 from fastapi import APIRouter, Depends, File, Form, Path as PathParam, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 
 from mmsearch.imaging.decode import DecodeError, open_image
 from mmsearch.imaging.formats import UPLOAD_FORMATS
+from mmsearch.imaging.items import item_picture
 from mmsearch.api.deps import get_app_settings, get_searcher
 from mmsearch.api.security import Scope, check_query_bounds, require
 from mmsearch.api.schemas import ErrorOut, InfoOut, ItemOut, SearchRequest, SearchResponse, json_response
@@ -80,15 +83,29 @@ def thumbnail(
     searcher: Searcher = Depends(get_searcher),
     settings: Settings = Depends(get_app_settings),
 ) -> Response:
-    """A small JPEG of an image item. Files are found by item id only: no request names a path."""
+    """A small JPEG of an image item (a picture, a video frame, a PDF page). Files are found by item id
+    only: no request names a path."""
     record = searcher.item(item_id)
     if record.modality != "image" or not record.path:
         raise ItemNotFoundError(f"item {item_id} is not an image")
     try:
-        image = open_image(record.path, settings.max_image_pixels, target_size=settings.thumbnail_size)
+        image = item_picture(record.path, record.meta, max_pixels=settings.max_image_pixels, size=settings.thumbnail_size)
     except (DecodeError, OSError) as exc:
         raise ItemNotFoundError(f"image of item {item_id} is no longer readable") from exc
     image.thumbnail((settings.thumbnail_size, settings.thumbnail_size))
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=85)
     return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.get("/v1/items/{item_id}/file", responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}})
+def item_file(item_id: int = ItemId, searcher: Searcher = Depends(get_searcher)) -> FileResponse:
+    """The file an item was indexed from (a picture, a video, a PDF), with HTTP Range support so a
+    video can be played from any moment (``#t=``) and a PDF opened at a page (``#page=``). Found by
+    item id only: no request names a path."""
+    record = searcher.item(item_id)
+    if not record.path or not os.path.isfile(record.path):
+        raise ItemNotFoundError(f"item {item_id} has no file to serve")
+    media_type = mimetypes.guess_type(record.path)[0] or "application/octet-stream"
+    return FileResponse(record.path, media_type=media_type, content_disposition_type="inline",
+                        filename=os.path.basename(record.path), headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})

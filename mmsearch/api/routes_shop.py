@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from mmsearch.api.deps import get_app_settings, get_searcher
 from mmsearch.api.images import base64_bytes, decode_upload
-from mmsearch.api.schemas import ErrorOut, json_response
+from mmsearch.api.schemas import ErrorOut, MomentOut, json_response
 from mmsearch.api.security import Scope, require
 from mmsearch.config import Settings
 from mmsearch.errors import InvalidQueryError
@@ -64,6 +64,7 @@ class QueryHitOut(BaseModel):
     snippet: str | None = Field(None, description="The line of the text read in the image (OCR) that matches the query's words.")
     cosine: float | None = Field(None, description="Raw cosine of the vector match (null when ranked by keyword alone).")
     scale: str = Field("cosine", description="What `score` is: cosine, calibrated (target all), rrf (hybrid) or bm25 (keyword).")
+    moments: list[MomentOut] = Field(default_factory=list, description="For a video or PDF: its best frames or pages, best first")
 
 
 class QueryResponse(BaseModel):

@@ -24,6 +24,16 @@ class SearchRequest(BaseModel):
     k: int = Field(10, ge=1, le=1000)
 
 
+class MomentOut(BaseModel):
+    """A frame of a video (``timestamp``, seconds) or a page of a PDF (``page``) that matched."""
+
+    id: int
+    score: float
+    modality: str
+    timestamp: float | None = None
+    page: int | None = None
+
+
 class HitOut(BaseModel):
     id: int
     score: float = Field(..., description="On `scale`: cosine, or (target all) the calibrated match probability 0..1.")
@@ -34,6 +44,7 @@ class HitOut(BaseModel):
     snippet: str | None = Field(None, description="The line of the text read in the image (OCR) that matches the query's words.")
     cosine: float | None = Field(None, description="The raw cosine similarity, whatever the scale.")
     scale: str = Field("cosine", description="cosine | calibrated (docs/search.md, 'Scores').")
+    moments: list[MomentOut] = Field(default_factory=list, description="For a video or PDF: its best frames or pages, best first")
 
 
 class SearchResponse(BaseModel):

@@ -251,6 +251,11 @@ def product_sql(dialect: str) -> str:
     return "(meta ->> 'product')" if dialect == "postgresql" else "json_extract(meta, '$.product')"
 
 
+def unit_sql(dialect: str) -> str:
+    """The video or PDF an item was taken from (``unit``, see mmsearch.moments) as SQL."""
+    return "(meta ->> 'unit')" if dialect == "postgresql" else "json_extract(meta, '$.unit')"
+
+
 def field_sql(dialect: str, name: str) -> tuple[str, str]:
     """-> (SQL of a metadata field's value, with the parameter ``:path``; the value to bind to it)."""
     if dialect == "postgresql":

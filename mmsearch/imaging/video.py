@@ -9,9 +9,13 @@ indexer that must run many times faster than real time):
    every few seconds, so keyframes are where scenes start;
 2. a decoded keyframe is kept when it looks different from the last kept frame (a 16x16 colour
    signature) or when ``interval`` has passed since it;
-3. where keyframes are further apart than ``interval``, the frames needed in between are found with a
-   second demuxer that seeks to the keyframe before each gap and decodes forward only to the times
-   wanted.
+3. where keyframes are further apart than ``interval`` (encoders that place them by frame count only,
+   e.g. VP9 in its usual settings), a second demuxer seeks to the keyframe before the gap and decodes
+   the gap, keeping a frame every ``interval`` and every frame that starts a new scene there.
+
+So a scene is found at its first frame when the encoder put a keyframe there or when keyframes are
+further apart than ``interval``; otherwise (a cut inside a group of frames shorter than ``interval``)
+at the next keyframe, at most ``interval`` later, which is within the scene unless the scene is shorter.
 
 It streams: one frame (scaled down to ``min_side``) is held at a time, so a two-hour film costs no
 more memory than a clip. Bounds: a frame-size cap (``max_pixels``), a cap on frames per video
@@ -138,9 +142,9 @@ def _signature(frame) -> np.ndarray:
     return small.to_ndarray().astype(np.float32) / 255.0
 
 
-class _GapFiller:
-    """Frames at given times between two keyframes, from a second demuxer of the same file: seek to the
-    keyframe at or before the first time, then decode forward only as far as each time asked for."""
+class _Seeker:
+    """Decoded frames from a given time on, from a second demuxer of the same file: it seeks to the
+    keyframe at or before that time and decodes forward, re-seeking only to go back."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -148,14 +152,15 @@ class _GapFiller:
         self.frames: Iterator | None = None
         self.position: float | None = None
 
-    def frame_at(self, target: float):
+    def frames_from(self, start: float) -> Iterator[tuple[object, float]]:
+        """(frame, seconds) for every frame at or after ``start`` (within a millisecond), in order."""
         import av
 
         if self.container is None:
             self.container = _open(self.path)
         stream = self.container.streams.video[0]
-        if self.position is None or target < self.position:
-            offset = int(target / stream.time_base) if stream.time_base else int(target * 1_000_000)
+        if self.position is None or start < self.position:
+            offset = int(start / stream.time_base) if stream.time_base else int(start * 1_000_000)
             self.container.seek(offset, stream=stream, backward=True, any_frame=False)
             self.frames = self.container.decode(stream)
         try:
@@ -164,12 +169,14 @@ class _GapFiller:
                 if time is None:
                     continue
                 self.position = time
-                if time >= target - 1e-3:
-                    return frame
+                if time >= start - 1e-3:
+                    yield frame, time
         except (av.error.FFmpegError, ValueError) as exc:
-            log.debug("%s: no frame at %.2f s: %s", self.path, target, exc)
-        self.position = float("inf")  # the stream ends (or breaks) before the target
-        return None
+            log.debug("%s: decoding stopped after %s s: %s", self.path, self.position, exc)
+        self.position = float("inf")  # the stream ends (or breaks) here
+
+    def frame_at(self, target: float):
+        return next((frame for frame, _ in self.frames_from(target)), None)
 
     def close(self) -> None:
         if self.container is not None:
@@ -213,7 +220,7 @@ def sample_frames(path: str, sampling: VideoSampling = VideoSampling(), *, max_p
     with _open(path) as container:
         stream = _video_stream(container, path, max_pixels)
         end = float(container.duration / 1_000_000) if container.duration else None
-        filler = _GapFiller(path)
+        seeker = _Seeker(path)
         last_time: float | None = None
         last_sig: np.ndarray | None = None
 
@@ -222,13 +229,23 @@ def sample_frames(path: str, sampling: VideoSampling = VideoSampling(), *, max_p
             last_time, last_sig, produced = time, _signature(frame), produced + 1
             return VideoFrame(round(time, 3), _picture(frame, min_side), scene)
 
+        def changed(frame) -> bool:
+            return last_sig is not None and float(np.abs(_signature(frame) - last_sig).mean()) > sampling.scene_threshold
+
         def fill_until(limit: float) -> Iterator[VideoFrame]:
-            while last_time is not None and produced < sampling.max_frames and limit - last_time > sampling.interval + 1e-3:
-                frame = filler.frame_at(last_time + sampling.interval)
-                time = _frame_time(frame, stream.time_base) if frame is not None else None
-                if time is None or time >= limit or time <= last_time:
+            """Keyframes further apart than the interval: decode the gap, keeping a frame every interval and
+            every frame that starts a new scene (the gap has no keyframe to mark a cut)."""
+            if last_time is None or limit - last_time <= sampling.interval + 1e-3:
+                return
+            for frame, time in seeker.frames_from(last_time):
+                if time >= limit - 1e-3 or produced >= sampling.max_frames:
                     return
-                yield keep(frame, time, False)
+                if time <= last_time:
+                    continue
+                due = time - last_time >= sampling.interval - 1e-3
+                scene = not due and changed(frame)
+                if due or scene:
+                    yield keep(frame, time, scene)
 
         try:
             for frame in _keyframes(container, stream):
@@ -238,7 +255,7 @@ def sample_frames(path: str, sampling: VideoSampling = VideoSampling(), *, max_p
                 yield from fill_until(time)
                 if produced >= sampling.max_frames:
                     break
-                scene = last_sig is not None and float(np.abs(_signature(frame) - last_sig).mean()) > sampling.scene_threshold
+                scene = changed(frame)
                 if last_time is None or scene or time - last_time >= sampling.interval - 1e-3:
                     yield keep(frame, time, scene)
             if end is not None and produced < sampling.max_frames:
@@ -248,7 +265,7 @@ def sample_frames(path: str, sampling: VideoSampling = VideoSampling(), *, max_p
                 raise DecodeError(f"not a readable video: {_ffmpeg_reason(exc)}") from exc
             log.warning("%s: video damaged after %.1f s, indexed the frames before: %s", path, last_time or 0.0, exc)
         finally:
-            filler.close()
+            seeker.close()
     if produced == 0:
         raise DecodeError("no frame of the video could be decoded (empty, truncated or damaged stream)")
 
@@ -257,11 +274,11 @@ def frame_at(path: str, timestamp: float, *, max_pixels: int = 90_000_000, min_s
     """The frame shown at ``timestamp`` seconds (a search hit's thumbnail), found by seeking."""
     with _open(path) as container:
         _video_stream(container, path, max_pixels)
-    filler = _GapFiller(path)
+    seeker = _Seeker(path)
     try:
-        frame = filler.frame_at(max(0.0, float(timestamp)))
+        frame = seeker.frame_at(max(0.0, float(timestamp)))
         if frame is None:
             raise DecodeError(f"no frame at {timestamp:.3f} s")
         return _picture(frame, min_side)
     finally:
-        filler.close()
+        seeker.close()

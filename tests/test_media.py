@@ -211,3 +211,47 @@ def test_api_serves_frames_pages_and_the_file_with_ranges(tmp_path, tiny_encoder
         video_hit = next(h for h in body["hits"] if h["path"].endswith("clip.webm"))
         assert {m["timestamp"] for m in video_hit["moments"]} == set(frames)
     searcher.close()
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install -y chromium)")
+def test_search_page_lists_moments_and_plays_from_them(tmp_path, tiny_encoder):
+    """The page shows a video hit with its moments as #t= links; a click plays the file from there
+    (served by item id, with Range requests); a PDF hit links to its page."""
+    from playwright.sync_api import sync_playwright
+
+    from live_server import LiveServer
+    from mmsearch.api.app import create_app
+    from mmsearch.config import Settings
+
+    folder = tmp_path / "media"
+    folder.mkdir()
+    write_scenes_video(folder / "clip.webm", SCENES, codec="libvpx-vp9", options={"deadline": "realtime", "cpu-used": "8"})
+    write_pdf(folder / "doc.pdf", [Page(text="hello pages"), Page(picture=pattern_image(2))])
+    run_index(folder, tmp_path / "index", tiny_encoder, workers=1)
+    searcher = Searcher(tmp_path / "index", tiny_encoder)
+    app = create_app(Settings(index_dir=tmp_path / "index"), searcher=searcher)
+    with LiveServer(app) as live, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"],
+                                    headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(live.url + "/")
+            page.fill("#q", "a coloured scene")
+            with page.expect_response(lambda r: r.url.endswith("/v1/query")):
+                page.click("button[type=submit]")
+            page.wait_for_selector(".card .moments a")
+            links = page.eval_on_selector_all(".card .moments a", "els => els.map(e => e.getAttribute('href'))")
+            video_links = [h for h in links if "#t=" in h]
+            assert sorted(float(h.split("#t=")[1]) for h in video_links) == [0.0, 4.0, 9.0]
+            assert {h.split("#page=")[1] for h in links if "#page=" in h} == {"1", "2"}
+            target = next(h for h in video_links if float(h.split("#t=")[1]) == 4.0)
+            with page.expect_response(lambda r: "/file" in r.url and r.status in (200, 206)):
+                page.click(f".card .moments a[href='{target}']")
+            page.wait_for_function("() => { const v = document.querySelector('.card video'); return v && v.readyState >= 1; }")
+            assert abs(page.eval_on_selector(".card video", "v => v.currentTime") - 4.0) < 0.5
+        finally:
+            browser.close()
+    searcher.close()

@@ -2,7 +2,8 @@
 "use strict";
 
 const PAGE_SIZE = 12;
-const HIDDEN_FIELDS = new Set(["product", "sku", "title", "description", "manifest", "role", "name", "id"]);
+const HIDDEN_FIELDS = new Set(["product", "sku", "title", "description", "manifest", "role", "name", "id",
+  "video", "timestamp", "document", "page", "pages", "unit", "ocr"]);
 const MAX_UPLOAD_SIDE = 640; // photos are scaled down in the browser before upload
 
 const state = { text: "", image: null, imageName: "", like: null, likeTitle: "", offset: 0, fields: [] };
@@ -180,6 +181,7 @@ async function search(offset) {
 function titleOf(hit) {
   const m = hit.metadata || {};
   if (m.title) return String(m.title);
+  if (m.video || m.document) return String(m.video || m.document).split("/").pop();
   if (hit.text) return hit.text.length > 80 ? hit.text.slice(0, 77) + "…" : hit.text;
   return hit.path ? hit.path.split("/").pop() : `item ${hit.id}`;
 }
@@ -189,6 +191,49 @@ function priceOf(hit) {
   if (m.price === undefined || m.price === null) return "";
   const amount = typeof m.price === "number" ? m.price.toFixed(2) : String(m.price);
   return m.currency ? `${amount} ${m.currency}` : amount;
+}
+
+// ---- videos and PDFs: a hit stands for the file, its moments are the best frames or pages ----
+function clock(seconds) {
+  const total = Math.floor(seconds);
+  const h = Math.floor(total / 3600), m = Math.floor((total % 3600) / 60), s = total % 60;
+  const two = (n) => String(n).padStart(2, "0");
+  return h ? `${h}:${two(m)}:${two(s)}` : `${m}:${two(s)}`;
+}
+
+function momentLinks(hit) {
+  const m = hit.metadata || {};
+  if (!hit.moments || !hit.moments.length || !(m.video || m.document)) return null;
+  const box = document.createElement("div");
+  box.className = "moments";
+  const seen = new Set();
+  for (const moment of hit.moments) {
+    const where = m.video ? moment.timestamp : moment.page;
+    if (where === undefined || where === null || seen.has(where)) continue;
+    seen.add(where);
+    const link = document.createElement("a");
+    // served by item id (with Range support): the browser starts playback at #t= and opens a PDF at #page=
+    link.href = `/v1/items/${moment.id}/file#` + (m.video ? `t=${where}` : `page=${where}`);
+    link.textContent = m.video ? clock(where) : `p. ${where}`;
+    link.title = `score ${moment.score.toFixed(3)}`;
+    link.target = "_blank";
+    link.rel = "noopener";
+    if (m.video) link.addEventListener("click", (e) => { e.preventDefault(); playAt(box, link.href); });
+    box.append(link);
+  }
+  return box;
+}
+
+function playAt(box, href) {
+  let player = box.parentElement.querySelector("video");
+  if (!player) {
+    player = document.createElement("video");
+    player.controls = true;
+    player.preload = "metadata";
+    box.after(player);
+  }
+  player.src = href; // the #t= fragment makes the browser seek there (a Range request)
+  player.play().catch(() => {}); // autoplay may be refused; the controls stay usable
 }
 
 function card(hit) {
@@ -217,7 +262,10 @@ function card(hit) {
   price.textContent = priceOf(hit);
   const meta = document.createElement("div");
   meta.className = "meta";
-  meta.textContent = [hit.metadata.brand, hit.product].filter(Boolean).join(" · ");
+  const m = hit.metadata;
+  const where = m.video && typeof m.timestamp === "number" ? `video, best at ${clock(m.timestamp)}`
+    : m.document && m.page ? `PDF, page ${m.page}${m.pages ? " of " + m.pages : ""}` : null;
+  meta.textContent = [m.brand, hit.product, where].filter(Boolean).join(" · ");
   const score = document.createElement("div");
   score.className = "score";
   const parts = [`score ${hit.score.toFixed(4)}`];
@@ -228,7 +276,10 @@ function card(hit) {
   like.className = "like small";
   like.textContent = "More like this";
   like.addEventListener("click", () => moreLike(hit.image_id ?? hit.id, titleOf(hit)));
-  body.append(title, price, meta, score, like);
+  body.append(title, price, meta, score);
+  const moments = momentLinks(hit);
+  if (moments) body.append(moments);
+  body.append(like);
   el.append(thumb, body);
   if (window.mmsearchOcr) window.mmsearchOcr.decorate(el, hit, state.text); // text found in the image (ocr.js)
   return el;

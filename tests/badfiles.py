@@ -230,3 +230,91 @@ def _photo_formats(root: Path, add) -> None:
     bomb = root / "bomb.dng.tmp"
     add("bomb.dng", _dng_claiming(bomb, 20_000, 20_000), False, reason="above the cap")
     bomb.unlink()
+
+
+# --- videos and PDFs (issue 15): hostile inputs for the frame and page readers ---
+
+@dataclass
+class MediaExpect:
+    """A video or PDF and what indexing it must do: ``items`` within (low, high) (0 for a refused file),
+    and, when ``reason`` is set, a reported reason containing it."""
+
+    name: str
+    path: Path
+    items: tuple[int, int]
+    reason: str | None = None
+
+
+PDF_PAGE_LIMIT = 40  # the page limit the battery is indexed with (the 10,000-page PDF is cut there)
+
+
+def _patch_avi_header(data: bytes, width: int, height: int, frames: int) -> bytes:
+    """An MJPEG AVI whose headers, and every frame's JPEG header, declare another frame size and frame
+    count than its (tiny) frames have: a decoder trusting them would allocate width x height pixels."""
+    out = bytearray(data)
+    sof = b"\xff\xc0\x00\x11\x08"  # baseline JPEG frame header: length 17, 8-bit samples, then height, width
+    at = out.find(sof)
+    while at >= 0:
+        struct.pack_into(">HH", out, at + len(sof), height, width)
+        at = out.find(sof, at + 1)
+    avih = out.find(b"avih") + 8  # MainAVIHeader: ..., TotalFrames @16, ..., Width @32, Height @36
+    struct.pack_into("<I", out, avih + 16, frames)
+    struct.pack_into("<II", out, avih + 32, width, height)
+    strh = out.find(b"strh") + 8  # AVIStreamHeader: ..., Length @32
+    struct.pack_into("<I", out, strh + 32, frames)
+    strf = out.find(b"strf") + 8  # BITMAPINFOHEADER: Size, Width @4, Height @8
+    struct.pack_into("<ii", out, strf + 4, width, height)
+    return bytes(out)
+
+
+def build_media_battery(root: Path) -> list[MediaExpect]:
+    """Broken and extreme videos and PDFs, written with PyAV and pypdfium2 themselves."""
+    import pypdfium2 as pdfium
+
+    from media_data import Page, Scene, write_audio_only, write_encrypted_pdf, write_pdf, write_scenes_video
+
+    root.mkdir(parents=True, exist_ok=True)
+    out: list[MediaExpect] = []
+    scenes = [Scene(2, (220, 30, 30)), Scene(2, (30, 60, 220))]
+
+    def add(name: str, data: bytes | None, items: tuple[int, int], reason: str | None = None) -> Path:
+        path = root / name
+        if data is not None:
+            path.write_bytes(data)
+        out.append(MediaExpect(name, path, items, reason))
+        return path
+
+    good = write_scenes_video(root / "_tmp.mp4", scenes, size=(96, 64)).read_bytes()
+    (root / "_tmp.mp4").unlink()
+    add("zero.mp4", b"", (0, 0), "not a readable video")
+    # MP4 keeps its index (moov) at the end: cut short, nothing is playable
+    add("truncated.mp4", good[: len(good) * 2 // 5], (0, 0), "not a readable video")
+    add("text_as.mov", b"this is not a movie\n" * 50, (0, 0), "not a readable video")
+    write_audio_only(root / "sound_only.mp4")
+    out.append(MediaExpect("sound_only.mp4", root / "sound_only.mp4", (0, 0), "no video stream"))
+    # Matroska streams: cut short, the frames before the cut are indexed
+    mkv = write_scenes_video(root / "_tmp.mkv", scenes, size=(96, 64)).read_bytes()
+    (root / "_tmp.mkv").unlink()
+    add("truncated.mkv", mkv[: len(mkv) * 2 // 3], (1, 2))
+    # every frame a keyframe (MJPEG), 100 frames a second, and a header claiming two billion frames
+    mjpeg = write_scenes_video(root / "_tmp.avi", [Scene(30, (30, 200, 30))], size=(32, 32), fps=100, codec="mjpeg",
+                               pix_fmt="yuvj420p").read_bytes()
+    (root / "_tmp.avi").unlink()
+    add("absurd_frame_count.avi", _patch_avi_header(mjpeg, 32, 32, 2_000_000_000), (3, 4))
+    add("absurd_dimensions.avi", _patch_avi_header(mjpeg, 16_000, 16_000, 3000), (0, 0), "above the cap")
+
+    add("zero.pdf", b"", (0, 0), "not a readable PDF")
+    add("malformed.pdf", b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 9 0 R >>\n" + os.urandom(2000), (0, 0), "not a readable PDF")
+    write_encrypted_pdf(root / "encrypted.pdf")
+    out.append(MediaExpect("encrypted.pdf", root / "encrypted.pdf", (0, 0), "encrypted PDF"))
+    doc = pdfium.PdfDocument.new()
+    for _ in range(10_000):
+        doc.new_page(612, 792)
+    doc.save(str(root / "pages_10000.pdf"))
+    doc.close()
+    out.append(MediaExpect("pages_10000.pdf", root / "pages_10000.pdf", (PDF_PAGE_LIMIT, PDF_PAGE_LIMIT),
+                           f"only the first {PDF_PAGE_LIMIT} are indexed"))
+    pdf = write_pdf(root / "_tmp.pdf", [Page(text=f"page {n}") for n in range(1, 6)]).read_bytes()
+    (root / "_tmp.pdf").unlink()
+    add("truncated.pdf", pdf[: len(pdf) * 3 // 4], (0, 0), "not a readable PDF")
+    return out

@@ -64,7 +64,8 @@ def scene_frames(scenes: Sequence[Scene], size: tuple[int, int], fps: int):
 
 
 def write_scenes_video(path: Path, scenes: Sequence[Scene], *, size: tuple[int, int] = (320, 240), fps: int = 12,
-                       codec: str = "libx264", options: dict | None = None, audio: bool = False) -> Path:
+                       codec: str = "libx264", options: dict | None = None, audio: bool = False,
+                       pix_fmt: str = "yuv420p") -> Path:
     """Encode ``scenes`` into ``path`` (container from the suffix). -> path. libx264 puts a keyframe at
     every scene cut on its own, as real encoders do; ``options`` go to the encoder."""
     import av
@@ -72,7 +73,7 @@ def write_scenes_video(path: Path, scenes: Sequence[Scene], *, size: tuple[int, 
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = pix_fmt
         if options:
             stream.options = dict(options)
         audio_stream = container.add_stream("aac", rate=8000) if audio else None

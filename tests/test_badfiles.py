@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -216,3 +217,105 @@ def test_decoding_a_12000px_photo_keeps_memory_bounded(battery, record_property)
     assert size == (1500, 1500) and full_size == (12000, 12000)
     assert full_growth > 300  # the control: a full decode is visible in the measurement
     assert growth < 64, f"decoding grew peak RSS by {growth:.0f} MB"
+
+
+# --- videos and PDFs ---
+
+@pytest.fixture(scope="module")
+def media_battery(tmp_path_factory):
+    from badfiles import build_media_battery
+
+    return build_media_battery(tmp_path_factory.mktemp("media_battery"))
+
+
+@pytest.fixture(scope="module")
+def media_indexed(media_battery, tmp_path_factory, tiny_encoder):
+    from badfiles import PDF_PAGE_LIMIT
+    from indexer.units import MediaOptions
+
+    index_dir = tmp_path_factory.mktemp("media_battery_index")
+    outcome: dict = {}
+
+    def work():
+        try:
+            started = time.monotonic()
+            outcome["report"] = run_index(media_battery[0].path.parent, index_dir, tiny_encoder, workers=1,
+                                          media=MediaOptions(pdf_max_pages=PDF_PAGE_LIMIT))
+            outcome["seconds"] = time.monotonic() - started
+        except BaseException as exc:  # surfaced below, in the test's own thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    worker.join(INDEX_TIMEOUT)
+    assert not worker.is_alive(), f"indexing the media battery hung for {INDEX_TIMEOUT}s"
+    if "error" in outcome:
+        raise outcome["error"]
+    store = IndexDir(index_dir).open_store()
+    try:
+        records = store.all_items()
+    finally:
+        store.close()
+    return outcome["report"], records, outcome["seconds"]
+
+
+def test_hostile_videos_and_pdfs_are_refused_with_a_reason_or_bounded(media_battery, media_indexed):
+    report, records, seconds = media_indexed
+    reasons = dict(report.failures)
+    assert len(media_battery) >= 12
+    for expect in media_battery:
+        items = [r for r in records if r.key.startswith(str(expect.path) + "#")]
+        low, high = expect.items
+        assert low <= len(items) <= high, (expect.name, len(items), reasons.get(str(expect.path)))
+        if expect.reason is None:
+            assert str(expect.path) not in reasons, (expect.name, reasons[str(expect.path)])
+        else:
+            assert expect.reason in reasons.get(str(expect.path), ""), (expect.name, reasons.get(str(expect.path)))
+    assert set(reasons) == {str(e.path) for e in media_battery if e.reason}
+    assert seconds < 60, f"the media battery took {seconds:.0f}s"  # bounded: the 10,000 pages are not all read
+
+
+MEDIA_RSS = textwrap.dedent(
+    """
+    import json, sys
+    from mmsearch.imaging.pdf import PdfReader
+    from mmsearch.imaging.video import VideoSampling, sample_frames
+
+    def peak_kb():
+        with open("/proc/self/status") as fh:
+            return int(next(line for line in fh if line.startswith("VmHWM")).split()[1])
+
+    video, pdf = sys.argv[1], sys.argv[2]
+    next(sample_frames(video, VideoSampling(interval=10)))  # libraries loaded before the baseline
+    before = peak_kb()
+    frames = sum(1 for _ in sample_frames(video, VideoSampling(interval=10)))
+    after_video = peak_kb()
+    with PdfReader(pdf) as reader:
+        pages = sum(1 for _ in reader.pages(1000, min_side=224))
+    print(json.dumps({"frames": frames, "pages": pages, "video_mb": (after_video - before) / 1024,
+                      "pdf_mb": (peak_kb() - after_video) / 1024}))
+    """
+)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="peak RSS is read from /proc")
+def test_two_hour_video_and_10000_page_pdf_stream_in_bounded_memory(media_battery, tmp_path, record_property):
+    """A two-hour video is sampled (720 frames of 320x240, 166 MB as RGB if they were held; every frame
+    of it is decoded: its keyframes are minutes apart) and the first 1,000 pages of a 10,000-page PDF
+    are rendered (220 MB as RGB), one at a time: peak RSS hardly grows."""
+    from media_data import Scene, write_scenes_video
+
+    colours = [(220, 30, 30), (30, 60, 220), (30, 200, 30), (240, 200, 20)]
+    video = write_scenes_video(tmp_path / "two_hours.mp4", [Scene(1800, c) for c in colours], size=(320, 240), fps=1,
+                               options={"preset": "ultrafast"})
+    pdf = next(e.path for e in media_battery if e.name == "pages_10000.pdf")
+    proc = subprocess.run([sys.executable, "-c", MEDIA_RSS, str(video), str(pdf)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    facts = json.loads(proc.stdout)
+    record_property("two_hour_video_peak_rss_growth_mb", round(facts["video_mb"], 1))
+    record_property("pdf_1000_pages_peak_rss_growth_mb", round(facts["pdf_mb"], 1))
+    print(f"2-hour video: {facts['frames']} frames, peak RSS +{facts['video_mb']:.1f} MB; "
+          f"1000 PDF pages: +{facts['pdf_mb']:.1f} MB")
+    assert facts["frames"] == 720 and facts["pages"] == 1000
+    assert facts["video_mb"] < 32 and facts["pdf_mb"] < 32

@@ -1,6 +1,6 @@
-"""Run every benchmark (indexing throughput, approximate search, serving under load, OCR) and print one summary.
+"""Run every benchmark (indexing throughput, approximate search, serving under load, OCR, video indexing) and print one summary.
 
-    python -m bench --size smoke|full [--only index,ann,serve,ocr,duplicates] [--json all.json] [--clients 16]
+    python -m bench --size smoke|full [--only index,ann,serve,ocr,duplicates,video] [--json all.json] [--clients 16]
 
 Each part prints its own table and JSON as it finishes (see bench/README.md); the summary at the end puts
 each headline figure beside its same-run baseline, the ratio, and the target from the speed issue, so one
@@ -14,10 +14,10 @@ import os
 import sys
 from pathlib import Path
 
-from bench import ann, duplicates, index_throughput, ocr, serve_load
+from bench import ann, duplicates, index_throughput, ocr, serve_load, video_index
 from bench.common import emit_json, machine, print_table
 
-PARTS = ("index", "ann", "serve", "ocr", "duplicates")
+PARTS = ("index", "ann", "serve", "ocr", "duplicates", "video")
 
 
 def _index_rows(r: dict) -> list[tuple]:
@@ -74,6 +74,13 @@ def _duplicates_rows(r: dict) -> list[tuple]:
     return rows
 
 
+def _video_rows(r: dict) -> list[tuple]:
+    x, base = r["index"]["x_real_time"], r["baseline_decode_every_frame"]
+    return [(f"video index x real time ({r['video']['seconds']} s, {r['video']['size'][1]}p)", x,
+             f"decode every frame {base['seconds']} s", r["speedup_vs_decoding_every_frame"], f">= {r['target_x_real_time']}x",
+             x >= r["target_x_real_time"])]
+
+
 def run_all(size: str, parts: list[str], work_dir: Path, clients: int) -> dict:
     """Run the chosen parts one after another (never concurrently: they would measure each other)."""
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -94,6 +101,9 @@ def run_all(size: str, parts: list[str], work_dir: Path, clients: int) -> dict:
     if "duplicates" in parts:
         results["duplicates"] = duplicates.run(size, ["quality", "scale"], work_dir)
         summary += _duplicates_rows(results["duplicates"])
+    if "video" in parts:
+        results["video_index"] = video_index.run(size, work_dir)
+        summary += _video_rows(results["video_index"])
     print_table(f"summary ({size}; {machine()['cpu']}, {machine()['cores']} cores)",
                 [(name, value, base, ratio, target, "yes" if met else "no") for name, value, base, ratio, target, met in summary],
                 ("figure", "value", "same-run baseline", "ratio", "target (full size)", "met"))

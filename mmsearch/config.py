@@ -55,8 +55,8 @@ class Settings(BaseSettings):
     ocr_max_lines: int = Field(300, ge=1, le=100_000)
     # Videos: a frame at every scene change and at least one every this many seconds (mmsearch.imaging.video).
     video_interval: float = Field(10.0, gt=0)
-    # How different (0..1, mean colour difference of 16x16 thumbnails) a keyframe must be to start a new scene.
-    video_scene_threshold: float = Field(0.08, gt=0, lt=1)
+    # The share of pixels (0..1) that must change colour between two frames for a new scene to start.
+    video_scene_threshold: float = Field(0.015, gt=0, lt=1)
     # Frames sampled per video at most (a longer video is indexed up to there, and reported).
     video_max_frames: int = Field(5000, ge=1)
     # Pages read per PDF at most (the rest is reported, not indexed).

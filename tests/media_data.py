@@ -34,7 +34,8 @@ def _scene_canvas(picture, size: tuple[int, int]) -> Image.Image:
     image = picture if isinstance(picture, Image.Image) else Image.open(picture)
     image = image.convert("RGBA")
     canvas = Image.new("RGBA", size, (255, 255, 255, 255))
-    image.thumbnail((int(size[0] * 0.8), int(size[1] * 0.8)))
+    scale = min(size[0] * 0.8 / image.width, size[1] * 0.8 / image.height)  # fill most of the frame, small pictures too
+    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
     canvas.alpha_composite(image, ((size[0] - image.width) // 2, (size[1] - image.height) // 2))
     return canvas.convert("RGB")
 

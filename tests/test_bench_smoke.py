@@ -74,3 +74,12 @@ def test_duplicates_bench(smoke):
     assert quality["embeddings_alone"]["recall_at_1pct_false"] < quality["recall"]  # the baseline is beside it
     scale = result["scale"][0]
     assert scale["index"].startswith("IVF") and scale["planted_recall"] >= 0.95 and scale["all_pairs_s_extrapolated"] > 0
+
+
+def test_video_index_bench(smoke):
+    result = smoke["results"]["video_index"]
+    # smoke size: a 20 s clip, so the figure is model load and start-up; full size measures speed (bench/README.md)
+    assert "0 failed" in result["index"]["output"] and result["index"]["x_real_time"] > 0
+    assert result["sampling_only"]["frames"] >= 2  # the cut between the two scenes is found
+    assert result["baseline_decode_every_frame"]["frames"] == 240
+    assert any(row["figure"].startswith("video index x real time") for row in smoke["summary"])

@@ -1,0 +1,146 @@
+"""Video indexing speed: `mmsearch index` of one video, as a multiple of the video's real time.
+
+    python -m bench.video_index --size smoke|full [--json out.json] [--work-dir DIR]
+
+Writes a synthetic video once (cached in the work dir): scenes of pictures from data/sample and plain
+colours, 8-20 s each, with a shape moving across every frame, encoded by libx264 with its default
+keyframe placement (a keyframe at each cut, at least every 250 frames), as cameras and editors do.
+Full size is 10 minutes of 1280x720 at 30 fps; smoke size 20 s of 320x240 at 12 fps. Then measures:
+
+* ``mmsearch index`` as a user runs it (a fresh process: start-up, model load, scan, sampling, encode,
+  write): real-time multiple = video seconds / wall-clock seconds (target: >= 20x on 2 cores);
+* the same run's baseline: decoding every frame of the video with PyAV, no model at all (what any
+  sampler that does not seek keyframes pays before embedding a single frame);
+* sampling alone (``mmsearch.imaging.video.sample_frames``): frames kept and seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from bench.common import REPO, emit_json, machine, print_table, python, run_child
+
+SIZES = {
+    "smoke": {"seconds": 20, "size": (320, 240), "fps": 12},
+    "full": {"seconds": 600, "size": (1280, 720), "fps": 30},
+}
+TARGET_X_REAL_TIME = 20
+
+
+def _scenes(total: float):
+    """Scenes of 8-20 s cycling through sample pictures and colours, ``total`` seconds in all."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from media_data import Scene
+
+    pictures = sorted((REPO / "data" / "sample").glob("*/*.png"))
+    colours = [(200, 40, 40), (40, 90, 200), (40, 170, 70), (230, 200, 40), (120, 60, 160)]
+    scenes, elapsed, n = [], 0.0, 0
+    while elapsed < total:
+        length = min(total - elapsed, 8 + (n * 7) % 13)
+        picture = pictures[n % len(pictures)] if n % 3 else colours[n % len(colours)]
+        scenes.append(Scene(length, picture))
+        elapsed += length
+        n += 1
+    return scenes
+
+
+def make_video(work_dir: Path, size: str) -> Path:
+    spec = SIZES[size]
+    folder = work_dir / f"video-{size}"
+    path = folder / "film.mp4"
+    if path.exists():
+        return path
+    sys.path.insert(0, str(REPO / "tests"))
+    from media_data import write_scenes_video
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    partial = folder / "film.partial.mp4"
+    write_scenes_video(partial, _scenes(spec["seconds"]), size=spec["size"], fps=spec["fps"], options={"preset": "veryfast"})
+    partial.rename(path)
+    return path
+
+
+def decode_every_frame(path: Path) -> dict:
+    """The baseline: every frame through the decoder (threaded as FFmpeg chooses), nothing else."""
+    import av
+
+    started = time.perf_counter()
+    frames = 0
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for _ in container.decode(stream):
+            frames += 1
+    return {"frames": frames, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def sample_only(path: Path) -> dict:
+    from mmsearch.imaging.video import VideoSampling, sample_frames
+
+    started = time.perf_counter()
+    frames = list(sample_frames(str(path), VideoSampling(), min_side=224))
+    return {"frames": len(frames), "scene_changes": sum(f.scene_change for f in frames),
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    return env
+
+
+def run(size: str, work_dir: Path) -> dict:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    video = make_video(work_dir, size)
+    duration = SIZES[size]["seconds"]
+    env = _env()
+    warm = run_child([python(), "-c", "from mmsearch.encoders import load_encoder; load_encoder('mmsearch-lite', 'cpu')"], env)
+    if warm.returncode != 0:
+        raise RuntimeError(f"model load failed:\n{warm.stderr[-3000:]}")
+    index_dir = work_dir / f"video-index-{size}"
+    shutil.rmtree(index_dir, ignore_errors=True)
+    child = run_child([python(), "-m", "mmsearch", "index", str(video.parent), "--index-dir", str(index_dir)], env)
+    if child.returncode != 0:
+        raise RuntimeError(f"mmsearch index failed:\n{child.stderr[-3000:]}")
+    baseline = decode_every_frame(video)
+    sampling = sample_only(video)
+    x_real_time = duration / child.seconds
+    result = {
+        "machine": machine(), "size": size, "video": {"seconds": duration, "size": list(SIZES[size]["size"]),
+                                                      "fps": SIZES[size]["fps"], "bytes": video.stat().st_size},
+        "index": {"seconds": round(child.seconds, 3), "x_real_time": round(x_real_time, 1), "peak_rss_mb": round(child.peak_rss_mb, 1),
+                  "output": child.stdout.strip()},
+        "sampling_only": sampling,
+        "baseline_decode_every_frame": dict(baseline, x_real_time=round(duration / baseline["seconds"], 1)),
+        "speedup_vs_decoding_every_frame": round(baseline["seconds"] / child.seconds, 2),
+        "target_x_real_time": TARGET_X_REAL_TIME,
+    }
+    print_table(
+        f"video indexing ({size}: {duration} s of {SIZES[size]['size'][0]}x{SIZES[size]['size'][1]} at {SIZES[size]['fps']} fps)",
+        [("mmsearch index, end to end", result["index"]["seconds"], result["index"]["x_real_time"], sampling["frames"]),
+         ("sampling alone (keyframes + gaps)", sampling["seconds"], round(duration / max(sampling["seconds"], 1e-9), 1), sampling["frames"]),
+         ("baseline: decode every frame", baseline["seconds"], result["baseline_decode_every_frame"]["x_real_time"], baseline["frames"])],
+        ("what", "seconds", "x real time", "frames"),
+    )
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", choices=tuple(SIZES), default="smoke")
+    parser.add_argument("--work-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "mmsearch-bench")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    emit_json(run(args.size, args.work_dir), args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -42,6 +42,7 @@ class ChildRun:
     returncode: int
     stdout: str
     stderr: str
+    cpu_seconds: float = 0.0  # user + system CPU of the child and the children it waited for (load-independent)
 
 
 def run_child(args: list[str], env: dict | None = None) -> ChildRun:
@@ -55,7 +56,8 @@ def run_child(args: list[str], env: dict | None = None) -> ChildRun:
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return ChildRun(seconds, usage.ru_maxrss / 1024, proc.returncode, out.read(), err.read())
+        return ChildRun(seconds, usage.ru_maxrss / 1024, proc.returncode, out.read(), err.read(),
+                        usage.ru_utime + usage.ru_stime)
 
 
 def python() -> str:

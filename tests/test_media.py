@@ -255,3 +255,35 @@ def test_search_page_lists_moments_and_plays_from_them(tmp_path, tiny_encoder):
         finally:
             browser.close()
     searcher.close()
+
+
+def test_repair_re_embeds_a_frame_and_a_page_text_from_their_file(tmp_path, tiny_encoder):
+    """`mmsearch verify --repair` finds a frame again at its timestamp, and a PDF page's text item keeps
+    its page text (the PDF file itself is not read as text)."""
+    import sqlite3
+
+    import numpy as np
+
+    from mmsearch.verify import repair_index
+
+    folder = tmp_path / "media"
+    folder.mkdir()
+    write_scenes_video(folder / "clip.mp4", SCENES)
+    write_pdf(folder / "doc.pdf", [Page(text="hello pages"), Page(text="second page words")])
+    run_index(folder, tmp_path / "index", tiny_encoder, workers=1)
+    searcher = Searcher(tmp_path / "index", tiny_encoder)
+    records = searcher.store.all_items()
+    frame = next(r for r in records if r.meta.get("timestamp") == 4.0)
+    text = next(r for r in records if r.modality == "text" and r.meta.get("page") == 2)
+    before = searcher.store.vectors_for([frame.id, text.id])
+    searcher.close()
+    with sqlite3.connect(tmp_path / "index" / "items.sqlite") as conn:
+        conn.execute("DELETE FROM embeddings WHERE item_id IN (?, ?)", (frame.id, text.id))
+    report = repair_index(tmp_path / "index", lambda spec: tiny_encoder)
+    assert report.ok, report.problems
+    assert any("re-embedded 2 items" in line for line in report.repaired)
+    store = Searcher(tmp_path / "index", tiny_encoder).store
+    after = store.vectors_for([frame.id, text.id])
+    assert np.allclose(after[text.id], before[text.id], atol=1e-5)  # the stored page text, not the PDF's bytes
+    assert float(after[frame.id] @ before[frame.id]) > 0.98  # the frame at 4 s, decoded again
+    assert store.get(text.id).text == "second page words"

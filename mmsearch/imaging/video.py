@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 VIDEO_EXTS = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi"})
 MIN_KEYFRAME_GAP = 0.5  # seconds: keyframes closer to the last decoded one than this are skipped
 MIN_SCENE_GAP = 1.0  # seconds: inside a decoded gap, a new scene is taken at most this often
+SCENE_CHECK_STEP = 0.25  # seconds: inside a decoded gap, frames are compared at most this often
 SIGNATURE_SIDE = 32
 COLOUR_LEVELS = 4  # per channel: 64 colour bins
 
@@ -244,29 +245,45 @@ def sample_frames(path: str, sampling: VideoSampling = VideoSampling(), *, max_p
             every frame that starts a new scene (the gap has no keyframe to mark a cut)."""
             if last_time is None or limit - last_time <= sampling.interval + 1e-3:
                 return
+            checked = last_time
             for frame, time in seeker.frames_from(last_time):
                 if time >= limit - 1e-3 or produced >= sampling.max_frames:
                     return
                 if time <= last_time:
                     continue
                 due = time - last_time >= sampling.interval - 1e-3
-                scene = not due and time - last_time >= MIN_SCENE_GAP and changed(frame)
+                scene = False
+                if not due and time - last_time >= MIN_SCENE_GAP and time - checked >= SCENE_CHECK_STEP:
+                    checked, scene = time, changed(frame)
                 if due or scene:
                     yield keep(frame, time, scene)
 
+        def catch_up(limit: float, pending) -> Iterator[VideoFrame]:
+            """Before a frame at ``limit``: if the interval has run out since the last kept frame, keep the
+            keyframe held back (the last one before the deadline), then decode what gap is still too long."""
+            if last_time is None or limit - last_time <= sampling.interval + 1e-3:
+                return
+            if pending is not None and pending[1] > last_time:
+                yield keep(pending[0], pending[1], False)
+            yield from fill_until(limit)
+
+        pending = None  # the last keyframe decoded and not kept: (frame, seconds)
         try:
             for frame in _keyframes(container, stream):
                 time = _frame_time(frame, stream.time_base)
                 if time is None or (last_time is not None and time <= last_time):
                     continue
-                yield from fill_until(time)
+                yield from catch_up(time, pending)
+                pending = None
                 if produced >= sampling.max_frames:
                     break
                 scene = changed(frame)
                 if last_time is None or scene or time - last_time >= sampling.interval - 1e-3:
                     yield keep(frame, time, scene)
+                else:
+                    pending = (frame, time)
             if end is not None and produced < sampling.max_frames:
-                yield from fill_until(end)
+                yield from catch_up(end, pending)
         except (av.error.FFmpegError, ValueError, MemoryError) as exc:
             if produced == 0:
                 raise DecodeError(f"not a readable video: {_ffmpeg_reason(exc)}") from exc

@@ -19,7 +19,6 @@ only the vectors of a unit until it is written (3 KB a frame).
 from __future__ import annotations
 
 import logging
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
@@ -263,7 +262,3 @@ def plan_units(units: Sequence, groups: dict[str, list], scope: str) -> UnitPlan
             plan.embed.append((item, []))
     plan.deletes = [r for units_ in vanished.values() for unit in units_ for r in groups[unit]]
     return plan
-
-
-def is_unit_file(path: str) -> bool:
-    return unit_kind(os.path.splitext(path)[1].lower()) is not None

@@ -74,14 +74,6 @@ class VideoFrame:
     scene_change: bool  # kept because it differs from the previous kept frame (else: the interval)
 
 
-@dataclass
-class VideoInfo:
-    width: int
-    height: int
-    duration: float | None  # seconds, when the container says
-    codec: str
-
-
 def _open(path: str):
     import av
 
@@ -108,14 +100,6 @@ def _video_stream(container, path: str, max_pixels: int):
     if width * height > max_pixels:
         raise DecodeError(f"video frames are {width}x{height} = {width * height:,} pixels, above the cap of {max_pixels:,}")
     return stream
-
-
-def probe(path: str, max_pixels: int = 90_000_000) -> VideoInfo:
-    """Frame size, duration and codec of a video, without decoding a frame."""
-    with _open(path) as container:
-        stream = _video_stream(container, path, max_pixels)
-        duration = float(container.duration / 1_000_000) if container.duration else None
-        return VideoInfo(stream.codec_context.width, stream.codec_context.height, duration, stream.codec_context.name)
 
 
 def _seconds(value: int | None, time_base: Fraction | None) -> float | None:

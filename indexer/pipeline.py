@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import sys
@@ -28,7 +29,8 @@ from indexer.photos import backfill_photo_fields, carry_photo_fields, merge_phot
 from indexer.loader import DecodedBatch, decode_batches
 from indexer.sources import ScanResult, SourceItem, scan
 from indexer.units import (
-    MediaOptions, UnitAssembler, UnitPart, UnitPlan, decode_units, embed_chunks, group_units, plan_units, unit_meta,
+    MediaOptions, UnitAssembler, UnitPart, UnitPlan, decode_units, embed_chunks, group_units, ocr_page_text, plan_units,
+    unit_meta,
 )
 from mmsearch.writer import IndexWriter
 from mmsearch.vectors.ann import DEFAULT_FLAT_THRESHOLD, AnnOptions, choose_factory
@@ -381,9 +383,11 @@ def index_source(
         budget = _ocr_budget(ocr, manifest, ocr_budget, embed_stage)
         store = idx.open_store()
         try:
+            media = media or MediaOptions()
+            if budget is not None and media.ocr is None:  # OCR on: scanned PDF pages (no text layer) are read too
+                media = dataclasses.replace(media, ocr=functools.partial(ocr_page_text, budget))
             return _run(source, idx, manifest, store, spec, encoder_factory, batch_size, workers, max_pixels, progress, started,
-                        catalogue, ann_options, explicit, embed_stage, preprocess_for, budget,
-                        media or MediaOptions())
+                        catalogue, ann_options, explicit, embed_stage, preprocess_for, budget, media)
         finally:
             store.close()
 

@@ -55,6 +55,14 @@ class MediaOptions:
     ocr: PageOcr | None = None
 
 
+def ocr_page_text(budget, image) -> str:
+    """The words on a PDF page without a text layer (a scan), read by the index's OCR within its per-image
+    budget (``mmsearch index --ocr``). A module-level function, so worker processes can be handed it."""
+    from mmsearch.imaging.ocr import read_text
+
+    return read_text(image, budget).text
+
+
 # --- decoding, in worker processes ---
 
 @dataclass

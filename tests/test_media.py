@@ -287,3 +287,20 @@ def test_repair_re_embeds_a_frame_and_a_page_text_from_their_file(tmp_path, tiny
     assert np.allclose(after[text.id], before[text.id], atol=1e-5)  # the stored page text, not the PDF's bytes
     assert float(after[frame.id] @ before[frame.id]) > 0.98  # the frame at 4 s, decoded again
     assert store.get(text.id).text == "second page words"
+
+
+def test_ocr_reads_a_scanned_pdf_page(tmp_path, tiny_encoder):
+    """With OCR on, a page that is only a picture of text (a scan) gets a text item with the words read."""
+    from PIL import ImageDraw, ImageFont
+
+    scan = Image.new("RGB", (900, 500), "white")
+    ImageDraw.Draw(scan).text((40, 200), "INVOICE PAID", fill="black", font=ImageFont.load_default(size=90))
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    write_pdf(folder / "scan.pdf", [Page(picture=scan)])
+    report = run_index(folder, tmp_path / "index", tiny_encoder, workers=1, ocr=True)
+    assert report.failures == []
+    store = Searcher(tmp_path / "index", tiny_encoder).store
+    texts = [r for r in store.all_items() if r.modality == "text"]
+    assert len(texts) == 1 and texts[0].meta["ocr"] is True and texts[0].meta["page"] == 1
+    assert "INVOICE" in texts[0].text.upper()

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 PDF_EXTS = frozenset({".pdf"})
 MAX_RENDER_SIDE = 2048  # pixels: the longer side of a rendered page never exceeds this
+OCR_MIN_SIDE = 1024  # pixels: a scanned page is rendered this large for OCR (the model's picture is far smaller)
 MAX_PAGE_TEXT = 64 * 1024  # characters of a page's text layer kept (more adds nothing to an embedding)
 PDFIUM_LOCK = threading.RLock()
 
@@ -99,21 +100,25 @@ class PdfReader:
                 textpage = page.get_textpage()
                 text = textpage.get_text_range()[:MAX_PAGE_TEXT].replace("\r\n", "\n").strip()
                 textpage.close()
-                image = None
-                if render or (ocr is not None and not text):
-                    width, height = page.get_size()
-                    bitmap = page.render(scale=render_scale(width, height, min_side), may_draw_forms=True)
-                    image = bitmap.to_pil().convert("RGB")
-                    bitmap.close()
+                width, height = page.get_size()
+                image = self._render(page, render_scale(width, height, min_side)) if render else None
+                scan = self._render(page, render_scale(width, height, OCR_MIN_SIDE)) if ocr is not None and not text else None
             except (pdfium.PdfiumError, OSError, ValueError) as exc:
                 raise DecodeError(f"page {number}: {_reason(exc)}") from exc
             finally:
                 if page is not None:
                     page.close()
         used_ocr = False
-        if not text and ocr is not None and image is not None:
-            text, used_ocr = ocr(image).strip()[:MAX_PAGE_TEXT], True
-        return PdfPage(number, image if render else None, text, used_ocr)
+        if scan is not None:
+            text, used_ocr = ocr(scan).strip()[:MAX_PAGE_TEXT], True
+        return PdfPage(number, image, text, used_ocr)
+
+    @staticmethod
+    def _render(page, scale: float) -> Image.Image:
+        bitmap = page.render(scale=scale, may_draw_forms=True)
+        image = bitmap.to_pil().convert("RGB")
+        bitmap.close()
+        return image
 
     def pages(self, limit: int, *, min_side: int = 256, ocr: PageOcr | None = None) -> Iterator[PdfPage]:
         """The first ``limit`` pages, one at a time; a page that cannot be read is logged and skipped."""

@@ -47,17 +47,22 @@ class RawFacts:
     source: str = field(default="")  # "preview" or "demosaic": how the pixels were made
 
 
-def read_raw(path: "str | os.PathLike[str]", max_pixels: int, target_size: int | None) -> tuple[Image.Image, RawFacts]:
-    """-> (upright RGB picture, facts). Raises NotRawError for files LibRaw does not know, RawDecodeError
-    for broken RAW files and for pictures beyond ``max_pixels`` (counted as actually decoded)."""
+def _open_raw(path: "str | os.PathLike[str]"):
+    """LibRaw's handle on ``path``: NotRawError for files it does not know, RawDecodeError for broken ones."""
     import rawpy
 
     try:
-        raw = rawpy.imread(os.fspath(path))
+        return rawpy.imread(os.fspath(path))
     except rawpy.LibRawFileUnsupportedError as exc:
         raise NotRawError(str(exc)) from exc
     except (rawpy.LibRawError, OSError) as exc:
         raise RawDecodeError(f"cannot read RAW file: {_libraw_reason(exc)}") from exc
+
+
+def read_raw(path: "str | os.PathLike[str]", max_pixels: int, target_size: int | None) -> tuple[Image.Image, RawFacts]:
+    """-> (upright RGB picture, facts). Raises NotRawError for files LibRaw does not know, RawDecodeError
+    for broken RAW files and for pictures beyond ``max_pixels`` (counted as actually decoded)."""
+    raw = _open_raw(path)
     with raw:
         facts = _facts(raw)
         try:
@@ -187,14 +192,7 @@ def _tiff_header_exif(path) -> Image.Exif | None:
 
 def read_raw_facts(path: "str | os.PathLike[str]") -> RawFacts:
     """The shot facts of a RAW file without decoding any pixels (for metadata-only refreshes)."""
-    import rawpy
-
-    try:
-        raw = rawpy.imread(os.fspath(path))
-    except rawpy.LibRawFileUnsupportedError as exc:
-        raise NotRawError(str(exc)) from exc
-    except (rawpy.LibRawError, OSError) as exc:
-        raise RawDecodeError(f"cannot read RAW file: {_libraw_reason(exc)}") from exc
+    raw = _open_raw(path)
     with raw:
         facts = _facts(raw)
     facts.exif = _tiff_header_exif(path)

@@ -62,6 +62,8 @@ def _open_raw(path: "str | os.PathLike[str]"):
 def read_raw(path: "str | os.PathLike[str]", max_pixels: int, target_size: int | None) -> tuple[Image.Image, RawFacts]:
     """-> (upright RGB picture, facts). Raises NotRawError for files LibRaw does not know, RawDecodeError
     for broken RAW files and for pictures beyond ``max_pixels`` (counted as actually decoded)."""
+    import rawpy
+
     raw = _open_raw(path)
     with raw:
         facts = _facts(raw)

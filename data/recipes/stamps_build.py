@@ -23,7 +23,6 @@ from pathlib import Path
 
 from fetch import fetch_deb
 from manifests import summarize, write_jsonl
-from raster import write_picture
 from splits import SPLIT_SALT, stable_fraction
 from stamps_meta import read_english_description, stamp_captions
 from textclean import caption_key
@@ -80,6 +79,8 @@ def _picture_file(stamp: Path, suffix: str) -> Path | None:
 def build_stamps(opts: StampsOptions) -> dict:
     """Write images/stamps/**.png and manifests/{test_stamps,train_stamps,test_stamps_heldout}.jsonl;
     returns the stats section (with per-category counts)."""
+    from raster import write_picture  # cairosvg (the data extra) only where pictures are written; the splits need none
+
     t0 = time.monotonic()
     pkg = fetch_deb(PACKAGE, opts.cache)
     root = pkg.root / STAMPS_DIR

@@ -7,7 +7,10 @@ colours, 8-20 s each, with a shape moving across every frame, encoded by libx264
 keyframe placement (a keyframe at each cut, at least every 250 frames), as cameras and editors do.
 Full size is 10 minutes of 1280x720 at 30 fps: one minute is encoded and its packets are copied ten times
 into one file (stream copy, timestamps shifted; each copy starts at a keyframe), which costs a tenth of
-encoding ten minutes and decodes exactly like it. Smoke size is 20 s of 320x240 at 12 fps. Then measures:
+encoding ten minutes and decodes exactly like it. Smoke size is 20 s of 320x240 at 12 fps.
+``--content phone`` writes a harder video instead: sample pictures with grain, a slow camera pan and
+per-frame sensor noise at 6 Mbit/s (a phone's 720p bitrate), where every frame costs the decoder more
+and the pan makes more scene changes. Then measures:
 
 * ``mmsearch index`` as a user runs it (a fresh process: start-up, model load, scan, sampling, encode,
   write): real-time multiple = video seconds / wall-clock seconds (target: >= 20x on 2 cores), and the
@@ -33,6 +36,8 @@ SIZES = {
     "full": {"seconds": 600, "size": (1280, 720), "fps": 30, "repeat": 10},
 }
 TARGET_X_REAL_TIME = 20
+CONTENTS = ("flat", "phone")
+PHONE_BITRATE = 6_000_000
 
 
 def _scenes(total: float):
@@ -52,9 +57,48 @@ def _scenes(total: float):
     return scenes
 
 
-def make_video(work_dir: Path, size: str) -> Path:
+def _phone_frames(seconds: float, size: tuple[int, int], fps: int, seed: int = 0):
+    """RGB frames of grainy sample pictures (a new one every 8-20 s) seen through a slow pan, with fresh
+    sensor noise on every frame: content a codec cannot make cheap."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pictures = sorted((REPO / "data" / "sample").glob("*/*.png"))
+    width, height = size
+    pan_x, pan_y = width // 3, height // 4
+    left = 0
+    for n in range(int(seconds * fps)):
+        if left <= 0:
+            picture = Image.open(pictures[rng.integers(len(pictures))]).convert("RGB").resize((width + pan_x, height + pan_y))
+            scene = np.clip(np.asarray(picture, dtype=np.int16) + rng.integers(-40, 40, (height + pan_y, width + pan_x, 3), dtype=np.int16), 0, 255)
+            left = int(rng.integers(8, 20)) * fps
+        left -= 1
+        x, y = (n * 3) % pan_x, (n * 2) % pan_y
+        grain = rng.integers(-12, 12, (height, width, 3), dtype=np.int16)
+        yield np.clip(scene[y : y + height, x : x + width] + grain, 0, 255).astype(np.uint8)
+
+
+def _write_phone_segment(path: Path, seconds: float, size: tuple[int, int], fps: int) -> None:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.bit_rate = PHONE_BITRATE
+        stream.options = {"preset": "veryfast"}
+        for array in _phone_frames(seconds, size, fps):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def make_video(work_dir: Path, size: str, content: str = "flat") -> Path:
     spec = SIZES[size]
-    folder = work_dir / f"video-{size}"
+    name = f"{size}-{content}" if content != "flat" else size
+    folder = work_dir / f"video-{name}"
     path = folder / "film.mp4"
     if path.exists():
         return path
@@ -63,10 +107,13 @@ def make_video(work_dir: Path, size: str) -> Path:
 
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    segment = work_dir / f"video-{size}-segment.mp4"
-    write_scenes_video(segment, _scenes(spec["seconds"] / spec["repeat"]), size=spec["size"], fps=spec["fps"],
-                       options={"preset": "veryfast"})
-    partial = work_dir / f"video-{size}-partial.mp4"
+    segment = work_dir / f"video-{name}-segment.mp4"
+    seconds = spec["seconds"] / spec["repeat"]
+    if content == "phone":
+        _write_phone_segment(segment, seconds, spec["size"], spec["fps"])
+    else:
+        write_scenes_video(segment, _scenes(seconds), size=spec["size"], fps=spec["fps"], options={"preset": "veryfast"})
+    partial = work_dir / f"video-{name}-partial.mp4"
     _repeat(segment, partial, spec["repeat"])
     partial.rename(path)
     segment.unlink()
@@ -126,15 +173,15 @@ def _env() -> dict:
     return env
 
 
-def run(size: str, work_dir: Path) -> dict:
+def run(size: str, work_dir: Path, content: str = "flat") -> dict:
     work_dir.mkdir(parents=True, exist_ok=True)
-    video = make_video(work_dir, size)
+    video = make_video(work_dir, size, content)
     duration = SIZES[size]["seconds"]
     env = _env()
     warm = run_child([python(), "-c", "from mmsearch.encoders import load_encoder; load_encoder('mmsearch-lite', 'cpu')"], env)
     if warm.returncode != 0:
         raise RuntimeError(f"model load failed:\n{warm.stderr[-3000:]}")
-    index_dir = work_dir / f"video-index-{size}"
+    index_dir = work_dir / f"video-index-{size}-{content}"
     shutil.rmtree(index_dir, ignore_errors=True)
     child = run_child([python(), "-m", "mmsearch", "index", str(video.parent), "--index-dir", str(index_dir)], env)
     if child.returncode != 0:
@@ -143,7 +190,7 @@ def run(size: str, work_dir: Path) -> dict:
     sampling = sample_only(video)
     x_real_time = duration / child.seconds
     result = {
-        "machine": machine(), "size": size, "video": {"seconds": duration, "size": list(SIZES[size]["size"]),
+        "machine": machine(), "size": size, "content": content, "video": {"seconds": duration, "size": list(SIZES[size]["size"]),
                                                       "fps": SIZES[size]["fps"], "bytes": video.stat().st_size},
         "index": {"seconds": round(child.seconds, 3), "x_real_time": round(x_real_time, 1), "peak_rss_mb": round(child.peak_rss_mb, 1),
                   # CPU seconds (all processes of the run): on a shared machine, what the run would take on 2 idle cores is about half
@@ -155,7 +202,7 @@ def run(size: str, work_dir: Path) -> dict:
         "target_x_real_time": TARGET_X_REAL_TIME,
     }
     print_table(
-        f"video indexing ({size}: {duration} s of {SIZES[size]['size'][0]}x{SIZES[size]['size'][1]} at {SIZES[size]['fps']} fps)",
+        f"video indexing ({size}, {content}: {duration} s of {SIZES[size]['size'][0]}x{SIZES[size]['size'][1]} at {SIZES[size]['fps']} fps)",
         [("mmsearch index, end to end", result["index"]["seconds"], result["index"]["x_real_time"], sampling["frames"]),
          ("sampling alone (keyframes + gaps)", sampling["seconds"], round(duration / max(sampling["seconds"], 1e-9), 1), sampling["frames"]),
          ("baseline: decode every frame", baseline["seconds"], result["baseline_decode_every_frame"]["x_real_time"], baseline["frames"])],
@@ -168,9 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=tuple(SIZES), default="smoke")
     parser.add_argument("--work-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "mmsearch-bench")
+    parser.add_argument("--content", choices=CONTENTS, default="flat",
+                        help="flat synthetic scenes (default) or phone-like grain, pan and noise at 6 Mbit/s")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    emit_json(run(args.size, args.work_dir), args.json)
+    emit_json(run(args.size, args.work_dir, args.content), args.json)
     return 0
 
 

@@ -21,13 +21,14 @@ def default_model_dim() -> int:
 class Mixture:
     """A fixed mixture (centres, spreads, weights) from which any number of vectors can be drawn."""
 
-    def __init__(self, dim: int, clusters: int = 256, seed: int = 0, decay: float = 0.6) -> None:
+    def __init__(self, dim: int, clusters: int = 256, seed: int = 0, decay: float = 0.6,
+                 spread: tuple[float, float] = (0.35, 0.8)) -> None:
         rng = np.random.default_rng(seed)
         self.dim = dim
         self.scale = (np.arange(1, dim + 1, dtype=np.float32) ** -decay).astype(np.float32)  # decaying spectrum
         self.rotation = np.linalg.qr(rng.normal(size=(dim, dim)))[0].astype(np.float32)  # spectrum in no axis order
         self.centres = (rng.normal(size=(clusters, dim)) * self.scale).astype(np.float32)
-        self.spread = rng.uniform(0.35, 0.8, size=clusters).astype(np.float32)
+        self.spread = rng.uniform(*spread, size=clusters).astype(np.float32)  # wider: fewer close neighbours
         weights = 1.0 / np.arange(1, clusters + 1) ** 0.8  # a few big topics, a long tail of small ones
         self.weights = weights / weights.sum()
 

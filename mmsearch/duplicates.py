@@ -103,23 +103,40 @@ class DuplicateReport:
 
 def neighbour_pairs(search: Search, ids: np.ndarray, vectors: np.ndarray, k: int, floor: float) -> dict[tuple[int, int], float]:
     """{(a, b): score, a < b} for every neighbour scoring at least ``floor`` among each query's
-    nearest; a query whose k-th neighbour still qualifies asks again with 4x k (up to MAX_NEIGHBOURS)."""
-    pairs: dict[tuple[int, int], float] = {}
+    nearest; a query whose k-th neighbour still qualifies asks again with 4x k (up to MAX_NEIGHBOURS).
+    Pairs are gathered as arrays and made unique once at the end: a dense library (bursts, series)
+    yields tens of neighbours per picture, and a Python loop per neighbour dominated the search."""
+    lows, highs, values = [], [], []
     for start in range(0, len(ids), QUERY_BATCH):
         batch_ids, batch = ids[start : start + QUERY_BATCH], vectors[start : start + QUERY_BATCH]
         todo, want = np.arange(len(batch_ids)), k
         while len(todo):
             scores, found = search(batch[todo], want + 1)  # +1: the query finds itself
-            for row, (row_scores, row_ids) in enumerate(zip(scores, found)):
-                me = int(batch_ids[todo[row]])
-                for score, other in zip(row_scores.tolist(), row_ids.tolist()):
-                    if other >= 0 and other != me and score >= floor:
-                        key = (me, other) if me < other else (other, me)
-                        pairs[key] = max(score, pairs.get(key, -1.0))
+            me = np.asarray(batch_ids[todo], dtype=np.int64)[:, None]
+            keep = (found >= 0) & (found != me) & (scores >= floor)
+            mine = np.broadcast_to(me, found.shape)[keep]
+            others = found[keep].astype(np.int64)
+            lows.append(np.minimum(mine, others))
+            highs.append(np.maximum(mine, others))
+            values.append(scores[keep].astype(np.float64))
             if want >= MAX_NEIGHBOURS or found.shape[1] < want + 1:
                 break
             todo, want = todo[scores[:, -1] >= floor], min(MAX_NEIGHBOURS, want * 4)
-    return pairs
+    return _best_per_pair(lows, highs, values)
+
+
+def _best_per_pair(lows: list[np.ndarray], highs: list[np.ndarray], values: list[np.ndarray]) -> dict[tuple[int, int], float]:
+    """The highest score of each (low, high) pair found, as {(low, high): score}."""
+    if not lows:
+        return {}
+    low, high, value = np.concatenate(lows), np.concatenate(highs), np.concatenate(values)
+    if not len(low):
+        return {}
+    order = np.lexsort((-value, high, low))  # by pair, best score first
+    low, high, value = low[order], high[order], value[order]
+    first = np.ones(len(low), dtype=bool)
+    first[1:] = (low[1:] != low[:-1]) | (high[1:] != high[:-1])
+    return dict(zip(zip(low[first].tolist(), high[first].tolist()), value[first].tolist()))
 
 
 def neighbour_index(ids: np.ndarray, vectors: np.ndarray, flat_threshold: int = ann.DEFAULT_FLAT_THRESHOLD) -> VectorIndex:

@@ -117,6 +117,20 @@ def run_to_end(corpus: Corpus, index_dir: Path) -> tuple[float, str]:
     return time.monotonic() - started, out
 
 
+def assert_index_holds_the_folder(index_dir: Path, corpus: Corpus) -> None:
+    """Every file of the corpus is in the index with its current content, once; nothing else is."""
+    store = IndexDir(index_dir).open_store()
+    try:
+        items = store.all_items()
+        by_key = {r.key: r for r in items}
+        assert set(by_key) == corpus.expected_keys(), "files lost or left over"
+        assert len(items) == len(by_key)
+        for path in corpus.files():
+            assert by_key[str(path.resolve())].sha256 == sha256_file(str(path)), f"{path.name} indexed with stale content"
+    finally:
+        store.close()
+
+
 def check_consistent(index_dir: Path, encoder, allowed: set[str]) -> dict:
     """The invariants a reader relies on; -> facts about the state the index is in."""
     idx = IndexDir(index_dir)
@@ -178,16 +192,7 @@ def test_index_survives_repeated_sigkill(tmp_path, tiny_encoder, record_property
 
     _, out = run_to_end(corpus, index_dir)
     check_consistent(index_dir, tiny_encoder, set())  # complete: no problem at all, not even a stale file
-    store = IndexDir(index_dir).open_store()
-    try:
-        items = store.all_items()
-        by_key = {r.key: r for r in items}
-        assert set(by_key) == corpus.expected_keys(), "files lost or left over"
-        assert len(items) == len(by_key)
-        for path in corpus.files():
-            assert by_key[str(path.resolve())].sha256 == sha256_file(str(path)), f"{path.name} indexed with stale content"
-    finally:
-        store.close()
+    assert_index_holds_the_folder(index_dir, corpus)
     _, out = run_to_end(corpus, index_dir)
     assert "0 added, 0 re-embedded, 0 moved, 0 updated, 0 removed" in out  # nothing was left to do
 

@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, pattern_image
-from mmsearch.hashing import sha256_file
 from indexer.watch import ChangeCollector
 from mmsearch.storage.indexdir import IndexDir
 from mmsearch.search import Searcher
@@ -209,7 +208,7 @@ def test_change_collector_max_delay_bounds_a_busy_folder(tmp_path):
 
 @pytest.mark.slow
 def test_watch_survives_sigkill_at_random_moments(tmp_path, tiny_encoder, record_property):
-    from test_crash import AFTER_KILL_OK, Corpus, check_consistent
+    from test_crash import AFTER_KILL_OK, Corpus, assert_index_holds_the_folder, check_consistent
 
     rng = random.Random(99)
     corpus = Corpus(tmp_path / "corpus", seed=5)
@@ -236,16 +235,7 @@ def test_watch_survives_sigkill_at_random_moments(tmp_path, tiny_encoder, record
     watcher = Watcher(corpus.root, index_dir)
     try:
         watcher.wait_for_runs(1)
-        store = IndexDir(index_dir).open_store()
-        try:
-            items = store.all_items()
-            by_key = {r.key: r for r in items}
-            assert set(by_key) == corpus.expected_keys(), "files lost or left over"
-            assert len(items) == len(by_key)
-            for path in corpus.files():
-                assert by_key[str(path.resolve())].sha256 == sha256_file(str(path)), f"{path.name} indexed with stale content"
-        finally:
-            store.close()
+        assert_index_holds_the_folder(index_dir, corpus)
     finally:
         watcher.stop()
     check_consistent(index_dir, tiny_encoder, set())

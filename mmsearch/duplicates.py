@@ -1,17 +1,18 @@
 """Near-duplicate images: groups of copies of one picture, best copy first.
 
-Never all pairs (1M pictures are 5e11 pairs). Candidate pairs come from nearest-neighbour searches in
-FAISS, then each candidate is checked on the pictures themselves:
+Never all pairs (1M pictures are 5e11 pairs). Candidate pairs come from nearest-neighbour searches,
+then each candidate is checked on the pictures themselves:
 
 1. **candidates by fingerprint**: every picture's visual fingerprint (mmsearch.imaging.fingerprint; cached by
-   content hash beside the index, so only new or changed files are decoded) asks a FAISS index of all
-   fingerprints (exact below the ANN threshold, IVF above, tuned like the search index) for its
-   nearest neighbours; neighbours above ``candidate_floor`` are candidates.
-2. **candidates by meaning**: every stored image vector asks the index's own image index (the one
-   search uses) for its nearest neighbours; neighbours above ``embedding_floor`` cosine are candidates
+   content hash beside the index, so only new or changed files are decoded) is compared with its nearest
+   fingerprints; neighbours above ``candidate_floor`` are candidates. Below the ANN threshold an exact
+   FAISS search finds them; above it a self-join over coarse lists (mmsearch.vectors.selfjoin: the
+   members of each k-means list compared as matrix products) finds every pair above the floor.
+2. **candidates by meaning**: the same over the stored image vectors (the index's own image index below the
+   ANN threshold, the self-join above it); neighbours above ``embedding_floor`` cosine are candidates
    too (a model that sees through heavier edits finds copies the fingerprint misses).
-   The k of both searches grows for a picture while all its neighbours still qualify, so a picture
-   with many copies is not cut off at k.
+   A picture keeps up to MAX_NEIGHBOURS neighbours (the k-NN search's k grows while all of its
+   neighbours still qualify), so a picture with many copies is not cut off at k.
 3. **confirmation**: a candidate pair is a duplicate when the crop-tolerant visual similarity of the
    two pictures (mmsearch.imaging.fingerprint.visual_similarity) reaches ``threshold``.
 4. **groups**: connected components of confirmed pairs; in each, the best copy first: the most pixels,
@@ -35,6 +36,7 @@ from mmsearch.vectors import ann
 from mmsearch.errors import InvalidQueryError
 from mmsearch.imaging.fingerprint import FingerprintCache, crop_variants, fingerprint, of_files, visual_similarity
 from mmsearch.vectors.index import VectorIndex
+from mmsearch.vectors.selfjoin import best_per_pair, close_pairs
 from mmsearch.storage.store import IMAGE, ItemRecord
 
 log = logging.getLogger(__name__)
@@ -122,21 +124,7 @@ def neighbour_pairs(search: Search, ids: np.ndarray, vectors: np.ndarray, k: int
             if want >= MAX_NEIGHBOURS or found.shape[1] < want + 1:
                 break
             todo, want = todo[scores[:, -1] >= floor], min(MAX_NEIGHBOURS, want * 4)
-    return _best_per_pair(lows, highs, values)
-
-
-def _best_per_pair(lows: list[np.ndarray], highs: list[np.ndarray], values: list[np.ndarray]) -> dict[tuple[int, int], float]:
-    """The highest score of each (low, high) pair found, as {(low, high): score}."""
-    if not lows:
-        return {}
-    low, high, value = np.concatenate(lows), np.concatenate(highs), np.concatenate(values)
-    if not len(low):
-        return {}
-    order = np.lexsort((-value, high, low))  # by pair, best score first
-    low, high, value = low[order], high[order], value[order]
-    first = np.ones(len(low), dtype=bool)
-    first[1:] = (low[1:] != low[:-1]) | (high[1:] != high[:-1])
-    return dict(zip(zip(low[first].tolist(), high[first].tolist()), value[first].tolist()))
+    return best_per_pair(lows, highs, values)
 
 
 def neighbour_index(ids: np.ndarray, vectors: np.ndarray, flat_threshold: int = ann.DEFAULT_FLAT_THRESHOLD) -> VectorIndex:
@@ -148,6 +136,19 @@ def neighbour_index(ids: np.ndarray, vectors: np.ndarray, flat_threshold: int = 
     index = ann.build_index(dim, factory, batches, len(ids))
     ann.tune_index(index, batches)
     return index
+
+
+def candidate_pairs(ids: np.ndarray, vectors: np.ndarray, k: int, floor: float,
+                    flat_threshold: int = ann.DEFAULT_FLAT_THRESHOLD) -> dict[tuple[int, int], float]:
+    """{(a, b): cosine} of the vectors' neighbours at or above ``floor``: an exact k-NN search below
+    ``flat_threshold`` vectors, the self-join over coarse lists above it (every pair above the floor
+    that shares a list; ~10x faster than an IVF search per vector at 1M)."""
+    if len(ids) < max(2, flat_threshold):
+        return neighbour_pairs(neighbour_index(ids, vectors, flat_threshold).search, ids, vectors, k, floor)
+    joined = close_pairs(ids, vectors, floor, max_per_row=MAX_NEIGHBOURS)
+    log.info("duplicates: self-join of %d vectors over %d lists (%d each; sample recall %.3f of %d pairs)",
+             len(ids), joined.lists, joined.assign, joined.sample_recall, joined.sample_pairs)
+    return joined.pairs
 
 
 def group_pairs(pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
@@ -249,14 +250,11 @@ def find_duplicates(
     if len(prints) > 1:
         ids = np.fromiter(prints, dtype=np.int64, count=len(prints))
         vectors = np.stack([prints[i] for i in ids.tolist()])
-        index = neighbour_index(ids, vectors, flat_threshold)
-        found = neighbour_pairs(index.search, ids, vectors, options.neighbours, options.candidate_floor)
+        found = candidate_pairs(ids, vectors, options.neighbours, options.candidate_floor, flat_threshold)
         report.candidates["fingerprint"] = len(found)
         candidates.update(found)
     if embedding_search is not None and embedding_batches is not None:
-        found = {}
-        for ids, vectors in embedding_batches():
-            found.update(neighbour_pairs(embedding_search, ids, vectors, options.neighbours, options.embedding_floor))
+        found = _embedding_pairs(embedding_search, embedding_batches, options, flat_threshold)
         found = {pair: s for pair, s in found.items() if pair[0] in prints and pair[1] in prints}
         report.candidates["embedding"] = len(found)
         candidates.update(found)
@@ -273,6 +271,24 @@ def find_duplicates(
     log.info("duplicates: %d pictures, candidates %s, %d confirmed pairs, %d groups in %.1fs",
              report.images, report.candidates, report.confirmed, len(report.groups), report.seconds)
     return report
+
+
+def _embedding_pairs(search: Search, batches: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
+                     options: DuplicateOptions, flat_threshold: int) -> dict[tuple[int, int], float]:
+    """Candidates by meaning: the search index's neighbours of each stored vector, batch by batch, below
+    ``flat_threshold`` vectors; above it the self-join over all stored vectors at once (1M x 768 float32
+    is 3 GB while it runs)."""
+    parts = list(batches())
+    count = sum(len(part_ids) for part_ids, _ in parts)
+    if count >= max(2, flat_threshold):
+        ids = np.concatenate([part_ids for part_ids, _ in parts])
+        vectors = np.concatenate([part for _, part in parts])
+        parts.clear()
+        return candidate_pairs(ids, vectors, options.neighbours, options.embedding_floor, flat_threshold)
+    found: dict[tuple[int, int], float] = {}
+    for ids, vectors in parts:
+        found.update(neighbour_pairs(search, ids, vectors, options.neighbours, options.embedding_floor))
+    return found
 
 
 def duplicates_in_index(searcher, options: DuplicateOptions = DuplicateOptions(), *, max_pixels: int = 90_000_000,

@@ -26,6 +26,7 @@ from mmsearch.config import Settings
 from mmsearch.duplicates import CACHE_FILE, DuplicateOptions, group_pairs, neighbour_pairs
 from mmsearch.imaging.fingerprint import crop_variants, visual_similarity
 from mmsearch.vectors.index import VectorIndex
+from mmsearch.vectors.selfjoin import close_pairs
 from mmsearch.search import Searcher
 
 SMALL = (400, 300)
@@ -59,6 +60,39 @@ def test_neighbour_pairs_follow_a_large_group_beyond_k():
     pairs = neighbour_pairs(index.search, ids, vectors, k=2, floor=0.95)
     assert set(pairs) == set(itertools.combinations(range(1, 31), 2))  # every pair of the 30, none outside
     assert group_pairs(pairs) == [list(range(1, 31))]
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_self_join_finds_the_close_pairs_an_exact_comparison_finds():
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(40, 32))
+    spread = centres[rng.integers(0, 40, 6000)] + rng.normal(scale=0.6, size=(6000, 32))
+    copies = spread[:300] + rng.normal(scale=0.05, size=(300, 32))  # 300 near-copies (cosine ~0.999)
+    vectors = _unit(np.vstack([spread, copies]))
+    ids = rng.permutation(np.arange(10, 10 + len(vectors))).astype(np.int64)  # ids in no particular order
+    joined = close_pairs(ids, vectors, floor=0.9)
+    scores = vectors @ vectors.T
+    rows, cols = np.nonzero(np.triu(scores >= 0.9, 1))
+    exact = {(min(a, b), max(a, b)): float(scores[i, j]) for i, j, a, b in zip(rows, cols, ids[rows].tolist(), ids[cols].tolist())}
+    assert joined.lists > 1 and len(exact) > 300
+    planted = {(min(a, b), max(a, b)) for a, b in zip(ids[:300].tolist(), ids[6000:].tolist())}
+    assert planted <= set(joined.pairs)
+    assert len(set(joined.pairs) & set(exact)) >= 0.97 * len(exact)
+    assert set(joined.pairs) <= set(exact)  # nothing below the floor
+    assert all(abs(joined.pairs[p] - exact[p]) < 1e-5 for p in joined.pairs)
+
+
+def test_self_join_keeps_a_group_larger_than_its_per_row_limit_connected():
+    rng = np.random.default_rng(2)
+    group = rng.normal(size=16) + rng.normal(scale=0.01, size=(300, 16))  # 300 copies of one picture
+    vectors = _unit(np.vstack([group, rng.normal(size=(3000, 16))]))
+    ids = np.arange(1, len(vectors) + 1, dtype=np.int64)
+    joined = close_pairs(ids, vectors, floor=0.95, max_per_row=16)
+    assert len(joined.pairs) <= 300 * 16 * joined.assign < 300 * 299 // 2  # each keeps its 16 closest per list, not all
+    assert group_pairs(joined.pairs)[0] == list(range(1, 301))
 
 
 def test_group_pairs_are_connected_components_largest_first():
@@ -96,6 +130,15 @@ def test_cli_lists_each_photo_with_its_copies_best_first(photo_index):
     assert "3 groups of near-duplicates among 13 images" in text.output
     strict = json.loads(_cli("duplicates", "--index-dir", index_dir, "--json", "--threshold", "0.9999").output)
     assert len(strict["groups"]) == 1  # only the byte-for-byte copy is that similar
+
+
+def test_above_the_ann_threshold_the_self_join_finds_the_same_groups(photo_index, monkeypatch):
+    photos, exact, index_dir = photo_index
+    below = json.loads(_cli("duplicates", "--index-dir", index_dir, "--json").output)
+    monkeypatch.setenv("MMSEARCH_ANN_THRESHOLD", "2")  # 13 pictures: the self-join instead of the exact k-NN
+    above = json.loads(_cli("duplicates", "--index-dir", index_dir, "--json").output)
+    assert [[c["path"] for c in g["copies"]] for g in above["groups"]] == [[c["path"] for c in g["copies"]] for g in below["groups"]]
+    assert len(above["groups"]) == 3
 
 
 def test_http_duplicates_pages_groups_and_refuses_bad_thresholds(photo_index, tiny_encoder):

@@ -7,7 +7,8 @@ then each candidate is checked on the pictures themselves:
    content hash beside the index, so only new or changed files are decoded) is compared with its nearest
    fingerprints; neighbours above ``candidate_floor`` are candidates. Below the ANN threshold an exact
    FAISS search finds them; above it a self-join over coarse lists (mmsearch.vectors.selfjoin: the
-   members of each k-means list compared as matrix products) finds every pair above the floor.
+   members of each k-means list compared as matrix products) finds ~99 % of the pairs above the floor
+   (planted copies: all of them, at 100k and 1M).
 2. **candidates by meaning**: the same over the stored image vectors (the index's own image index below the
    ANN threshold, the self-join above it); neighbours above ``embedding_floor`` cosine are candidates
    too (a model that sees through heavier edits finds copies the fingerprint misses).
@@ -106,8 +107,8 @@ class DuplicateReport:
 def neighbour_pairs(search: Search, ids: np.ndarray, vectors: np.ndarray, k: int, floor: float) -> dict[tuple[int, int], float]:
     """{(a, b): score, a < b} for every neighbour scoring at least ``floor`` among each query's
     nearest; a query whose k-th neighbour still qualifies asks again with 4x k (up to MAX_NEIGHBOURS).
-    Pairs are gathered as arrays and made unique once at the end: a dense library (bursts, series)
-    yields tens of neighbours per picture, and a Python loop per neighbour dominated the search."""
+    Pairs are gathered as arrays and made unique once at the end rather than by a dict update per
+    neighbour (same pairs and scores; the search itself is most of the time)."""
     lows, highs, values = [], [], []
     for start in range(0, len(ids), QUERY_BATCH):
         batch_ids, batch = ids[start : start + QUERY_BATCH], vectors[start : start + QUERY_BATCH]

@@ -4,7 +4,7 @@ Why: near-duplicate search needs, for each of N vectors, the others above a cosi
 per vector through an IVF index scans lists one query at a time (~500 queries/s at 1M x 768 on 2 cores:
 35 min), and all pairs is N^2 (3.6 h at 1M). Here every vector joins the lists of its ``m`` nearest k-means
 centroids, and the members of each list are compared with each other exactly, a block of rows at a time as
-one matrix product (BLAS): 215 s at 1M x 768 on the same cores (bench/README.md). Two close vectors almost
+one matrix product (BLAS): 183 s at 1M x 768 on the same cores (bench/README.md). Two close vectors almost
 always share one of their ``m`` nearest lists; ``m`` is the smallest for which a sample of rows compared
 with every vector shows, with 95 % confidence, ``target`` of its pairs above the floor sharing a list.
 """

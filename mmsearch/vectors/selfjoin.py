@@ -96,8 +96,8 @@ def _nearest_lists(vectors: np.ndarray, lists: int, width: int, seed: int) -> np
 
 
 def _choose_assign(vectors: np.ndarray, nearest: np.ndarray, floor: float, target: float, seed: int) -> tuple[int, float, int]:
-    """(lists per vector, sample recall, sample pairs): the smallest count whose shared lists hold
-    ``target`` of the pairs above ``floor`` found by comparing sample rows with every vector."""
+    """(lists per vector, sample recall, sample pairs): the smallest count whose shared lists hold, with
+    95 % confidence, ``target`` of the pairs above ``floor`` found by comparing sample rows with every vector."""
     n, width = nearest.shape
     rng = np.random.default_rng(seed + 1)
     rows = rng.choice(n, min(n, SAMPLE_ROWS), replace=False)

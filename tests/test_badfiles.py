@@ -43,6 +43,28 @@ class SpyEncoder:
         return record
 
 
+def index_within_timeout(what: str, run):
+    """(run()'s result, seconds) with run() in a thread: a hang fails the test after INDEX_TIMEOUT instead
+    of stalling the suite; an error in it is raised here, in the test's own thread."""
+    outcome: dict = {}
+
+    def work():
+        try:
+            started = time.monotonic()
+            outcome["result"] = run()
+            outcome["seconds"] = time.monotonic() - started
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    worker.join(INDEX_TIMEOUT)
+    assert not worker.is_alive(), f"indexing {what} hung for {INDEX_TIMEOUT}s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"], outcome["seconds"]
+
+
 @pytest.fixture(scope="module")
 def battery(tmp_path_factory):
     return build_battery(tmp_path_factory.mktemp("battery"))
@@ -52,21 +74,8 @@ def battery(tmp_path_factory):
 def battery_indexed(battery, tmp_path_factory, tiny_encoder):
     spy = SpyEncoder(tiny_encoder)
     index_dir = tmp_path_factory.mktemp("battery_index")
-    outcome: dict = {}
-
-    def work():
-        try:
-            outcome["report"] = run_index(battery.root, index_dir, spy)
-        except BaseException as exc:  # surfaced below, in the test's own thread
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=work, daemon=True)
-    worker.start()
-    worker.join(INDEX_TIMEOUT)
-    assert not worker.is_alive(), f"indexing the battery hung for {INDEX_TIMEOUT}s"
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["report"], index_dir, spy
+    report, _ = index_within_timeout("the battery", lambda: run_index(battery.root, index_dir, spy))
+    return report, index_dir, spy
 
 
 def test_battery_has_at_least_twenty_kinds(battery):
@@ -234,29 +243,14 @@ def media_indexed(media_battery, tmp_path_factory, tiny_encoder):
     from indexer.units import MediaOptions
 
     index_dir = tmp_path_factory.mktemp("media_battery_index")
-    outcome: dict = {}
-
-    def work():
-        try:
-            started = time.monotonic()
-            outcome["report"] = run_index(media_battery[0].path.parent, index_dir, tiny_encoder, workers=1,
-                                          media=MediaOptions(pdf_max_pages=PDF_PAGE_LIMIT))
-            outcome["seconds"] = time.monotonic() - started
-        except BaseException as exc:  # surfaced below, in the test's own thread
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=work, daemon=True)
-    worker.start()
-    worker.join(INDEX_TIMEOUT)
-    assert not worker.is_alive(), f"indexing the media battery hung for {INDEX_TIMEOUT}s"
-    if "error" in outcome:
-        raise outcome["error"]
+    report, seconds = index_within_timeout("the media battery", lambda: run_index(
+        media_battery[0].path.parent, index_dir, tiny_encoder, workers=1, media=MediaOptions(pdf_max_pages=PDF_PAGE_LIMIT)))
     store = IndexDir(index_dir).open_store()
     try:
         records = store.all_items()
     finally:
         store.close()
-    return outcome["report"], records, outcome["seconds"]
+    return report, records, seconds
 
 
 def test_hostile_videos_and_pdfs_are_refused_with_a_reason_or_bounded(media_battery, media_indexed):

@@ -236,3 +236,23 @@ def test_vectors_match_a_fresh_encoding(indexed, tiny_encoder):
     stored = searcher.store.vectors_for([record.id])[record.id]
     fresh = tiny_encoder.encode_texts([files["sea"].read_text()])[0]
     assert np.allclose(stored, fresh, atol=1e-5)
+
+
+def test_a_search_reads_only_the_rows_of_its_answer_unless_it_must_look_deeper(indexed, tiny_encoder):
+    """The rows of k hits are read, not the k * OVERFETCH candidates kept for grouping video frames; an
+    item deleted from the database while its vector is still served makes way for the next candidate."""
+    _, files, index_dir, _ = indexed
+    searcher = Searcher(index_dir, tiny_encoder)
+    query = Image.open(files["img2"]).convert("RGB")
+    expected = [(h.id, h.path) for h in searcher.search_image(query, "image", k=4)]
+    reads: list[int] = []
+    get_many = searcher.store.get_many
+    searcher.store.get_many = lambda ids: (reads.extend(ids), get_many(ids))[1]
+    assert [(h.id, h.path) for h in searcher.search_image(query, "image", k=2)] == expected[:2]
+    assert sorted(reads) == sorted(i for i, _ in expected[:2])
+
+    searcher.store.delete_items([expected[0][0]])  # gone from the rows, still in the loaded vector index
+    reads.clear()
+    assert [(h.id, h.path) for h in searcher.search_image(query, "image", k=2)] == expected[1:3]
+    assert len(reads) > 2  # the deeper candidates were read to fill the answer
+    searcher.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -37,15 +38,38 @@ class ThreadPlan:
     request_threads: int  # concurrent blocking request handlers (serving only; 0 when not serving)
 
 
+_plan: ThreadPlan | None = None  # the plan in force, once one is applied
+_faiss_set_here = threading.local()  # .threads: the FAISS thread count already set on this thread
+
+
 def _apply(plan: ThreadPlan) -> ThreadPlan:
+    global _plan
     import faiss
 
     # torch and FAISS may share one OpenMP runtime, whose thread count is per calling thread: FAISS
     # first, then torch, so torch's own pool ends up with its number on this thread.
     faiss.omp_set_num_threads(plan.faiss_threads)
+    _faiss_set_here.threads = plan.faiss_threads
     _set_torch_threads(plan.torch_threads)
+    _plan = plan
     log.debug("threads: %s", plan)
     return plan
+
+
+def faiss_threads_on_this_thread() -> None:
+    """Give the calling thread the plan's FAISS thread count (call before a FAISS search).
+
+    OpenMP keeps its thread count per thread: the count the plan set on the thread that applied it does
+    not reach the server's search worker or request threads, whose FAISS searches then ran on every core
+    and left an OpenMP worker spinning after each one (~20 % of a 1M-item server's CPU, perf, 2 cores).
+    Cheap after the first call on a thread (a thread-local read)."""
+    plan = _plan
+    if plan is None or getattr(_faiss_set_here, "threads", None) == plan.faiss_threads:
+        return
+    import faiss
+
+    faiss.omp_set_num_threads(plan.faiss_threads)
+    _faiss_set_here.threads = plan.faiss_threads
 
 
 def _set_torch_threads(count: int) -> None:

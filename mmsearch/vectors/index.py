@@ -13,6 +13,7 @@ import faiss
 import numpy as np
 
 from mmsearch.errors import IndexCorruptError
+from mmsearch.threads import faiss_threads_on_this_thread
 
 DEFAULT_FACTORY = "Flat"
 
@@ -81,6 +82,7 @@ class VectorIndex:
         if k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         index = self._index if self._search_copy is None else self._search_copy
+        faiss_threads_on_this_thread()
         scores, ids = index.search(queries, k)
         return scores, ids
 
@@ -94,6 +96,7 @@ class VectorIndex:
         if k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         params = _selector_parameters(self._index, faiss.IDSelectorBatch(ids))
+        faiss_threads_on_this_thread()
         return self._index.search(queries, k, params=params)
 
     def save(self, path: Path) -> None:

@@ -12,7 +12,8 @@ Against the previous release's request path, in the same run: the same index is 
 code of ``--previous-release`` (a git commit of this repository, exported with ``git archive`` into the
 work dir, nothing checked out here) and measured the same way, one server after the other. The default
 is the last commit before the issue-16 request path (PREVIOUS_RELEASE) at the full size, none at the
-smoke size (CI). For each server: CPU ms per query of the server process and of this load generator
+smoke size (CI). Both servers run in this environment (the same installed libraries), so the comparison
+is of the request path's code. For each server: CPU ms per query of the server process and of this load generator
 (both share the cores), p50/p99 at 1 and N clients.
 """
 

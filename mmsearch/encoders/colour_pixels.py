@@ -13,9 +13,9 @@ colours partly brown, pale reds partly pink. Pixels are weighted toward the obje
 estimated from the border (product pictures and stamps sit on a plain, usually white, ground) and pixels
 near it count 5%, and a broad Gaussian favours the centre. The result is the weighted share per name,
 L2-normalised, so every picture's colour part has the same length and a query without colour words
-ranks pictures exactly as without the channel. Pure numpy on a few thousand pixels per image: tens of
-microseconds each (the memberships come from a 32-level-per-channel lookup table), nothing next to the
-image tower.
+ranks pictures exactly as without the channel. Pure numpy on 3,136 pixels per image, the memberships
+looked up in a 32-level-per-channel table: about 0.25 ms an image on the 2-core machine (batch of 32),
+against several ms for the image tower.
 """
 
 from __future__ import annotations

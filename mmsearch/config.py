@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     image_int8: Literal["auto", "on", "off"] = "auto"
     # What runs the text tower (queries, text items): the same choice, see mmsearch.encoders.openvino_text.
     text_backend: Literal["auto", "torch", "openvino"] = "auto"
+    # mmsearch-lite's colour channel (colour words of a query matched to the pictures' colours, appended to
+    # the embedding): auto = on when a colour config ships beside the weights; off = never. The model id
+    # says which, so an index built one way is refused the other way (mmsearch.encoders.colour_channel).
+    colour: Literal["auto", "off"] = "auto"
     # Below this many vectors an index type of "auto" searches exactly (FAISS Flat); above, approximately.
     ann_threshold: int = Field(50_000, ge=0)
     # Serve the vector index memory-mapped (pages load on demand and are shared between processes).

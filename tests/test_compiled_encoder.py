@@ -38,10 +38,12 @@ _LOADS = """
     import json, logging, shutil
     from pathlib import Path
     import numpy as np
+    import torch
     from PIL import Image
     from bench.photos import make_photo
     from mmsearch.encoders import load_encoder
     from mmsearch.encoders.openvino_common import cache_root
+    from mmsearch.imaging.fastpath import split_transform
 
     images = [Image.open(p).convert("RGB") for p in sorted(Path("data/sample").rglob("*.png"))[:12]]
     images += [make_photo(i, (640, 480)) for i in range(4)]
@@ -51,27 +53,36 @@ _LOADS = """
         encoder = load_encoder("mmsearch-lite", "cpu", batch_size=8, threads=1, **kwargs)
         return encoder, encoder.encode_images(images), encoder.encode_texts(texts)
 
+    def backend(encoder):  # what runs the towers, under the colour channel's wrapper
+        return type(getattr(encoder, "inner", encoder)).__name__
+
     first, first_images, first_texts = load()  # an empty cache: the full load converts and caches the graphs
     second, second_images, second_texts = load()  # everything cached: the graphs alone
+    # the indexer's fast path: uint8 crops straight from the decode workers into the graph and the colour channel
+    worker = split_transform(second.image_transform).worker
+    crops = torch.stack([worker(image) for image in images])
     facts = {
-        "kinds": [type(first).__name__, type(second).__name__],
+        "kinds": [backend(first), backend(second)],
+        "wrapped": [type(first).__name__, type(second).__name__],
+        "colour_id": "+colour-" in second.model_id and second.dim == second.inner.dim + 11,
         "same_ids": first.model_id == second.model_id and first.dim == second.dim,
         "uint8": second.takes_uint8_pixels,
+        "uint8_diff": float(np.abs(second.encode_image_tensors(crops) - second_images).max()),
         "image_diff": float(np.abs(first_images - second_images).max()),
         "text_diff": float(np.abs(first_texts - second_texts).max()),
-        "torch_asked": type(load(image_backend="torch")[0]).__name__,
+        "torch_asked": backend(load(image_backend="torch")[0]),
     }
     graph_dirs = sorted(p.parent for p in cache_root().rglob("stages.json"))
     for graph_dir in graph_dirs:
         (graph_dir / "probe_reference.npy").unlink()
-    facts["without_references"] = type(load()[0]).__name__
+    facts["without_references"] = backend(load()[0])
     for graph_dir in graph_dirs:  # the full load put them back; now damage a graph instead
         for weights in graph_dir.glob("stage_*.bin"):
             weights.write_bytes(b"not a graph")
     damaged, damaged_images, damaged_texts = load()
-    facts["damaged"] = type(damaged).__name__
+    facts["damaged"] = backend(damaged)
     facts["damaged_diff"] = float(np.abs(damaged_images - first_images).max())
-    facts["repaired"] = type(load()[0]).__name__
+    facts["repaired"] = backend(load()[0])
     print(json.dumps(facts))
 """
 
@@ -81,7 +92,9 @@ _LOADS = """
 def test_cached_graphs_load_alone_with_the_same_embeddings_and_never_when_damaged(tmp_path):
     facts = in_child(_LOADS, tmp_path / "cache", timeout=1800)
     assert facts["kinds"] == ["TorchDualEncoder", "CompiledLiteEncoder"]
+    assert facts["wrapped"] == ["ColourChannelEncoder"] * 2 and facts["colour_id"]  # the colour channel on both paths
     assert facts["same_ids"] and facts["uint8"]
+    assert facts["uint8_diff"] < 1e-4  # uint8 crops (the indexer's fast path) embed as the float tensors do
     # the same graphs either way (the first load runs them as converted, the second as read back: ~1e-8)
     assert facts["image_diff"] < 1e-6 and facts["text_diff"] < 1e-6
     assert facts["torch_asked"] == "TorchDualEncoder"  # MMSEARCH_IMAGE_BACKEND=torch is obeyed

@@ -21,6 +21,7 @@ import logging
 from pathlib import Path
 
 from mmsearch.encoders.base import Encoder
+from mmsearch.encoders.colour_channel import with_colour_channel
 from mmsearch.encoders.devices import resolve_device
 from mmsearch.encoders.lite_files import BRIDGE_WEIGHTS, LITE_NAME, lite_config, make_preprocess
 from mmsearch.encoders.specs import lite_weights, lite_weights_path, split_spec
@@ -118,28 +119,32 @@ def load_encoder(
     precision: str | None = None,
     image_backend: str | None = None,
     text_backend: str | None = None,
+    colour: str | None = None,
 ) -> Encoder:
     """Build the encoder a spec names. ``threads`` caps torch's intra-op pool (0 = leave as is);
     ``precision`` is auto|fp32|bf16|fp16 (None = the MMSEARCH_PRECISION setting); ``image_backend`` is
     auto|torch|openvino (None = the MMSEARCH_IMAGE_BACKEND setting, see mmsearch.encoders.openvino_tower).
 
     The default model on CPU is read from its cached compiled graphs when they are all there
-    (mmsearch.encoders.compiled); otherwise the torch model is built and its towers compiled as set."""
+    (mmsearch.encoders.compiled); otherwise the torch model is built and its towers compiled as set.
+    Either way an mmsearch-lite encoder gets the colour channel its weights' colour config asks for
+    (``colour``: auto|off, None = the MMSEARCH_COLOUR setting; see mmsearch.encoders.colour_channel),
+    here, once, on top of whichever backend runs it."""
     device = resolve_device(device)
     arch, pretrained = split_spec(spec)
-    if precision is None or image_backend is None or text_backend is None:
+    if precision is None or image_backend is None or text_backend is None or colour is None:
         from mmsearch.config import get_settings
 
         precision = precision or get_settings().precision
         image_backend = image_backend or get_settings().image_backend
         text_backend = text_backend or get_settings().text_backend
+        colour = colour or get_settings().colour
     backends = (image_backend, text_backend)
-    if arch == LITE_NAME:
-        full_load = lambda: _load_full(spec, arch, pretrained, device, batch_size, threads, precision, backends)  # noqa: E731
-        compiled = _load_compiled_lite(spec, pretrained, device, batch_size, threads, precision, backends, full_load)
-        if compiled is not None:
-            return compiled
-    return _load_full(spec, arch, pretrained, device, batch_size, threads, precision, backends)
+    if arch != LITE_NAME:
+        return _load_full(spec, arch, pretrained, device, batch_size, threads, precision, backends)
+    full_load = lambda: _load_full(spec, arch, pretrained, device, batch_size, threads, precision, backends)  # noqa: E731
+    encoder = _load_compiled_lite(spec, pretrained, device, batch_size, threads, precision, backends, full_load) or full_load()
+    return with_colour_channel(encoder, lite_weights(pretrained), colour)
 
 
 def _load_full(spec: str, arch: str, pretrained: str | None, device: str, batch_size: int, threads: int, precision: str,

@@ -179,10 +179,11 @@ class IndexDir:
     @staticmethod
     def check_model(manifest: Manifest, model_id: str) -> None:
         if manifest.model_id != model_id:
-            raise ModelMismatchError(
-                f"this index was built with model {manifest.model_id} but {model_id} was asked for; "
-                "use the same --model, or a new --index-dir for the other model"
-            )
+            colour_only = manifest.model_id.split("+colour-")[0] == model_id.split("+colour-")[0]
+            hint = ("the two differ only in mmsearch-lite's colour channel (+colour-...): re-index into a new --index-dir "
+                    "to read colour words, or set MMSEARCH_COLOUR to how this index was built (off: without the channel)"
+                    if colour_only else "use the same --model, or a new --index-dir for the other model")
+            raise ModelMismatchError(f"this index was built with model {manifest.model_id} but {model_id} was asked for; {hint}")
 
     # --- vectors ---
     def load_vectors(self, manifest: Manifest, store: Store, mmap: bool = False) -> tuple[dict[str, VectorIndex], int]:

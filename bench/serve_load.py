@@ -13,7 +13,9 @@ code of ``--previous-release`` (a git commit of this repository, exported with `
 work dir, nothing checked out here) and measured the same way, one server after the other. The default
 is the last commit before the issue-16 request path (PREVIOUS_RELEASE) at the full size, none at the
 smoke size (CI). Both servers run in this environment (the same installed libraries), so the comparison
-is of the request path's code. For each server: CPU ms per query of the server process and of this load generator
+is of the request path's code, and both serve the model without the colour channel (``MMSEARCH_COLOUR=off``:
+the previous release has none, and an index serves one model id); for a text query the channel is a scan
+for colour words and 11 more dimensions per vector. For each server: CPU ms per query of the server process and of this load generator
 (both share the cores), p50/p99 at 1 and N clients.
 """
 
@@ -49,7 +51,8 @@ GOALS = {"server_cpu_ms_per_request": 2.0, "p50_ms": 20.0}  # at the full size, 
 
 
 def lite_model_id() -> str:
-    """The id mmsearch-lite reports, without loading the model (same rule as encoders/lite.load_lite)."""
+    """The id mmsearch-lite reports without its colour channel (MMSEARCH_COLOUR=off, as both servers run), without
+    loading the model (same rule as encoders/lite.load_lite)."""
     from mmsearch.encoders.lite import lite_model_id as model_id_of
     from mmsearch.encoders.lite import shipped_weights
 
@@ -232,7 +235,8 @@ def run(size: str, clients: int, work_dir: Path, previous: str | None = "default
     if not (index_dir / "manifest.json").exists():
         shutil.rmtree(index_dir, ignore_errors=True)
         built = build_index(index_dir, spec["n"])
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    # both servers run the model the previous release had: the towers without the colour channel
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", MMSEARCH_COLOUR="off")
     env.setdefault("MMSEARCH_CACHE_DIR", str(work_dir / "cache"))
     current = serve_and_measure(index_dir, env, spec, clients)
     sequential, concurrent = current["1_client"], current[f"{clients}_clients"]

@@ -68,6 +68,8 @@ _LOADS = """
         "same_ids": first.model_id == second.model_id and first.dim == second.dim,
         "uint8": second.takes_uint8_pixels,
         "uint8_diff": float(np.abs(second.encode_image_tensors(crops) - second_images).max()),
+        "uint8_cosine": float((second.encode_image_tensors(crops) * second_images).sum(axis=1).min()),
+        "image_graph": second.inner.image_backend,
         "image_diff": float(np.abs(first_images - second_images).max()),
         "text_diff": float(np.abs(first_texts - second_texts).max()),
         "torch_asked": backend(load(image_backend="torch")[0]),
@@ -94,7 +96,13 @@ def test_cached_graphs_load_alone_with_the_same_embeddings_and_never_when_damage
     assert facts["kinds"] == ["TorchDualEncoder", "CompiledLiteEncoder"]
     assert facts["wrapped"] == ["ColourChannelEncoder"] * 2 and facts["colour_id"]  # the colour channel on both paths
     assert facts["same_ids"] and facts["uint8"]
-    assert facts["uint8_diff"] < 1e-4  # uint8 crops (the indexer's fast path) embed as the float tensors do
+    # uint8 crops (the indexer's fast path) embed as the float tensors do: the same arithmetic on an fp32
+    # graph; on a bf16/int8 graph (CPUs with AVX512-BF16) rounding the in-graph normalisation differently
+    # moves a few activations across a quantisation step (measured: cosine >= 0.999, max diff ~0.006)
+    if "fp32" in facts["image_graph"]:
+        assert facts["uint8_diff"] < 1e-4, facts["image_graph"]
+    else:
+        assert facts["uint8_cosine"] > 0.998, facts["image_graph"]
     # the same graphs either way (the first load runs them as converted, the second as read back: ~1e-8)
     assert facts["image_diff"] < 1e-6 and facts["text_diff"] < 1e-6
     assert facts["torch_asked"] == "TorchDualEncoder"  # MMSEARCH_IMAGE_BACKEND=torch is obeyed

@@ -106,7 +106,8 @@ def _parts(kind: str, path: str, options: MediaOptions, max_pixels: int, min_sid
         for page in reader.pages(options.pdf_max_pages, min_side=min_side, ocr=options.ocr):
             read += 1
             fields = {"page": page.number, "pages": len(reader)}
-            yield UnitPart(f"#page={page.number}", "image", dict(fields)), page.image
+            if not page.words_only:
+                yield UnitPart(f"#page={page.number}", "image", dict(fields)), page.image
             if page.text:
                 yield UnitPart(f"#page={page.number}/text", "text", dict(fields, ocr=page.ocr), page.text), None
         if read == 0:

@@ -79,6 +79,20 @@ def test_pdf_pages_have_pictures_and_text(tmp_path):
     assert min(pages[0].image.size) == 200 and pages[0].image.mode == "RGB"
     thumb = render_page(str(path), 2, 100)
     assert min(thumb.size) == 100 and abs(thumb.width / thumb.height - 612 / 792) < 0.01  # US letter, as drawn
+    assert [p.words_only for p in pages] == [True, False]  # words alone; a picture alone
+
+
+def test_a_page_of_words_alone_is_indexed_by_its_text_only(tmp_path, tiny_encoder):
+    """Its picture would show only the words: as an image item it answered picture queries it has nothing
+    to do with. A page with words and a picture keeps both items."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    write_pdf(folder / "doc.pdf", [Page(text="sales report"), Page(text="our menu", picture=pattern_image(1))])
+    run_index(folder, tmp_path / "index", tiny_encoder, workers=1)
+    searcher = Searcher(tmp_path / "index", tiny_encoder)
+    items = sorted((r.meta["page"], r.modality) for r in searcher.store.all_items())
+    searcher.close()
+    assert items == [(1, "text"), (2, "image"), (2, "text")]
 
 
 # --- indexing and searching ---
@@ -154,7 +168,8 @@ def test_pdf_pages_are_found_by_text_and_by_picture(tmp_path, tiny_encoder):
     pdf = write_pdf(folder / "report.pdf", pages)
     report = run_index(folder, tmp_path / "index", tiny_encoder, workers=1)
     assert report.failures == []
-    assert report.added == 4 + 3  # a picture per page, a text item per page with a text layer
+    # a text item per page with a text layer, a picture per page with more than words (pages 2 and 3)
+    assert report.added == 2 + 3
     searcher = Searcher(tmp_path / "index", tiny_encoder)
     engine = QueryEngine(searcher)
 

@@ -40,6 +40,11 @@ class PdfPage:
     image: Image.Image | None  # the rendered page, RGB (None when rendering was not asked for)
     text: str  # the page's text layer ("" for a scanned page without one), or its OCR text
     ocr: bool = False  # the text came from OCR, not from the text layer
+    # Nothing on the page but its text layer (no picture, drawing or shading): its picture shows only the
+    # words, which the text item says better, so the indexer embeds its text alone. A rendered page of
+    # words otherwise answers picture queries ("a pizza" found a sales report about bread above the page
+    # with the pizza on it).
+    words_only: bool = False
 
 
 def _reason(exc: Exception) -> str:
@@ -101,6 +106,7 @@ class PdfReader:
                 text = textpage.get_text_range()[:MAX_PAGE_TEXT].replace("\r\n", "\n").strip()
                 textpage.close()
                 width, height = page.get_size()
+                words_only = bool(text) and _only_text_objects(page)
                 image = self._render(page, render_scale(width, height, min_side)) if render else None
                 scan = self._render(page, render_scale(width, height, OCR_MIN_SIDE)) if ocr is not None and not text else None
             except (pdfium.PdfiumError, OSError, ValueError) as exc:
@@ -111,7 +117,7 @@ class PdfReader:
         used_ocr = False
         if scan is not None:
             text, used_ocr = ocr(scan).strip()[:MAX_PAGE_TEXT], True
-        return PdfPage(number, image, text, used_ocr)
+        return PdfPage(number, image, text, used_ocr, words_only)
 
     @staticmethod
     def _render(page, scale: float) -> Image.Image:
@@ -127,6 +133,13 @@ class PdfReader:
                 yield self.page(number, min_side=min_side, ocr=ocr)
             except DecodeError as exc:
                 log.warning("%s: %s", self.path, exc)
+
+
+def _only_text_objects(page) -> bool:
+    """True when every object on the page (inside form XObjects too) is text."""
+    import pypdfium2.raw as raw
+
+    return all(obj.type == raw.FPDF_PAGEOBJ_TEXT for obj in page.get_objects(filter=None) if obj.type != raw.FPDF_PAGEOBJ_FORM)
 
 
 def render_page(path: str, number: int, min_side: int = 256) -> Image.Image:

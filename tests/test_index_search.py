@@ -165,6 +165,19 @@ def test_searcher_rejects_encoder_of_another_model(indexed, tiny_encoder):
         Searcher(index_dir, tiny_encoder)
 
 
+@pytest.mark.parametrize("built, asked, says", [
+    # a new release of the default model's weights: the index must be built again, and the error says so
+    ("mmsearch-lite@4329569433b3+colour-e119954e", "mmsearch-lite@7de17accba62+colour-e119954e", "weights differ"),
+    ("mmsearch-lite@4329569433b3", "mmsearch-lite@4329569433b3+colour-e119954e", "colour channel"),
+    ("ViT-B-32@openai", "mmsearch-lite@7de17accba62", "use the same --model"),
+])
+def test_a_model_mismatch_says_what_to_do(built, asked, says):
+    from mmsearch.storage.indexdir import Manifest
+
+    with pytest.raises(ModelMismatchError, match=says):
+        IndexDir.check_model(Manifest(model_spec="x", model_id=built, dim=4), asked)
+
+
 def test_missing_index_is_a_clear_error(tmp_path):
     with pytest.raises(IndexNotFoundError, match="no index at"):
         Searcher(tmp_path / "nothing")

@@ -24,9 +24,10 @@ pytestmark = pytest.mark.slow
 SAMPLE = REPO / "data" / "sample"
 SAMPLE_PICTURES = sorted(SAMPLE.glob("*/*.png"))
 # OpenMoji, the sample's art style, is held out of training entirely (docs/model-card.md), so this is the
-# hard case. Measured with the shipped weights: top-1 0.43, top-5 0.74 (the untrained bridge alone: 0.09 and
-# 0.24). The floors sit below the measured values so that only a real regression fails.
-MIN_TOP1 = 0.35
+# hard case. Measured with the shipped weights (release 7de17accba62, photo-first mix 1.5): top-1 0.35,
+# top-5 0.71 (the emoji-tuned release before it: 0.43 and 0.74; the untrained bridge alone: 0.09 and 0.24).
+# The floors sit below the measured values so that only a real regression fails.
+MIN_TOP1 = 0.30
 MIN_TOP5 = 0.65
 
 

@@ -75,3 +75,42 @@ def test_colour_test_counts_the_asked_colour_ranked_first_among_an_objects_versi
     result = colour_first_rate(images, texts, ["x", "x", "y", "y"], ["red", "blue", "red", "blue"])
     assert result["asked_colour_first"] == 0.75 and result["chance"] == 0.5
     assert result["wrong_picks"] == {"red": 1} and result["objects"] == 2
+
+
+def _row(mix, photo, guard_t2i, guard_i2t):
+    return {"mix": mix, "val_stamps_t2i_r10": photo, "val_t2i_r10": guard_t2i, "val_i2t_r1": guard_i2t}
+
+
+def test_the_mix_is_the_best_on_photos_that_keeps_the_emoji_guard():
+    """bridge_mix's rule: a mix that wins on photos but drops the emoji guard by more than the tolerance is
+    refused; among the rest the best photo recall wins, ties going to the larger mix."""
+    from mmsearch.train.bridge_mix import choose
+
+    base = _row("baseline", 0.42, 0.831, 0.375)
+    rows = [_row(0.75, 0.512, 0.817, 0.278),  # best on photos, loses the guard
+            _row(1.25, 0.499, 0.824, 0.370),
+            _row(1.5, 0.499, 0.824, 0.389),
+            _row(3.0, 0.446, 0.831, 0.409)]
+    assert choose(base, rows, "val_stamps", "val", 0.01)["mix"] == 1.5
+    assert choose(base, rows, "val_stamps", "val", 0.2)["mix"] == 0.75
+    with pytest.raises(ValueError):
+        choose(base, [rows[0]], "val_stamps", "val", 0.01)
+
+
+def test_changing_the_mix_reweights_the_two_parts(wordnet_model):
+    """with_mix changes only the config's learned weight, and the joint embedding follows it: at mix w a
+    picture's dot product with a text is (bridge_cos + w * learned_cos) / (1 + w)."""
+    from mmsearch.train.bridge_mix import with_mix
+
+    model = LiteDualEncoder(replace(wordnet_model.cfg, learned_weight=1.0), load_towers=False)
+    model.load_state_dict(wordnet_model.state_dict(), strict=False)
+    torch.manual_seed(1)
+    pooled, logits, text = torch.randn(3, 1280), torch.randn(3, 1000), torch.randn(2, 384)
+    with torch.no_grad():
+        bridge_cos = torch.nn.functional.normalize(text, dim=-1) @ torch.nn.functional.normalize(model.output_bridge(logits), dim=-1).T
+        learned_cos = (torch.nn.functional.normalize(model.learned_text(text), dim=-1)
+                       @ torch.nn.functional.normalize(model.learned_image(pooled, model.image_bridge(logits)), dim=-1).T)
+        for w in (0.5, 1.5, 3.0):
+            with_mix(model, w)
+            joint = model.join_text(text) @ model.join_image(pooled, logits).T
+            assert torch.allclose(joint, (bridge_cos + w * learned_cos) / (1 + w), atol=1e-5)

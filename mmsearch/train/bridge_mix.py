@@ -1,7 +1,8 @@
 """Choose mmsearch-lite's bridge/learned mix on photo validation data: ``python -m mmsearch.train.bridge_mix``.
 
-    python -m mmsearch.train.bridge_mix --wordnet data/build/wordnet.json.gz \\
-        --photos data/build/manifests/val_stamps.jsonl --guard data/build/manifests/val.jsonl \\
+    git show 462965f:mmsearch/encoders/weights/mmsearch-lite.safetensors > heads.safetensors  # the heads' release
+    python -m mmsearch.train.bridge_mix --wordnet data/build/wordnet.json.gz --weights heads.safetensors \\
+        --colour-weight 0.15 --photos data/build/manifests/val_stamps.jsonl --guard data/build/manifests/val.jsonl \\
         --colour data/build/manifests/colour_val.jsonl --out mmsearch/encoders/weights/mmsearch-lite.safetensors
 
 Why a command: the mix decides whose judgement wins, the training-free bridge (ImageNet's classes in
@@ -156,7 +157,6 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="write the chosen weights file here")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     weights = args.weights or shipped_weights()
     if weights is None:
         raise SystemExit("no mmsearch-lite weights to start from")

@@ -14,8 +14,9 @@ work dir, nothing checked out here) and measured the same way, one server after 
 is the last commit before the issue-16 request path (PREVIOUS_RELEASE) at the full size, none at the
 smoke size (CI). Both servers run in this environment (the same installed libraries), so the comparison
 is of the request path's code, and both serve the model without the colour channel (``MMSEARCH_COLOUR=off``:
-the previous release has none, and an index serves one model id); for a text query the channel is a scan
-for colour words and 11 more dimensions per vector. For each server: CPU ms per query of the server process and of this load generator
+the previous release has none, and an index serves one model id) and with the previous release's weights
+file (its code cannot read newer ones; a text query runs only the text side, which they share); for a
+text query the channel is a scan for colour words and 11 more dimensions per vector. For each server: CPU ms per query of the server process and of this load generator
 (both share the cores), p50/p99 at 1 and N clients.
 """
 
@@ -50,13 +51,17 @@ PREVIOUS_RELEASE = "d52d685"  # main before the lighter request path (issue 16)
 GOALS = {"server_cpu_ms_per_request": 2.0, "p50_ms": 20.0}  # at the full size, N clients
 
 
-def lite_model_id() -> str:
-    """The id mmsearch-lite reports without its colour channel (MMSEARCH_COLOUR=off, as both servers run), without
-    loading the model (same rule as encoders/lite.load_lite)."""
-    from mmsearch.encoders.lite import lite_model_id as model_id_of
-    from mmsearch.encoders.lite import shipped_weights
+def served_model(release: Path | None) -> tuple[str, str]:
+    """(spec, id) of the model both servers run: mmsearch-lite without its colour channel (MMSEARCH_COLOUR=off),
+    with the weights file of the earlier release when one is compared (its code may not read a newer file;
+    the text side, all a text query runs, is the same in both), else the shipped one. The id is read
+    without loading the model (same rule as encoders/lite.load_lite)."""
+    from mmsearch.encoders.lite import lite_model_id, shipped_weights
 
-    return model_id_of(shipped_weights())
+    if release is None:
+        return "mmsearch-lite", lite_model_id(shipped_weights())
+    weights = release / "mmsearch" / "encoders" / "weights" / "mmsearch-lite.safetensors"
+    return f"mmsearch-lite:{weights}", lite_model_id(weights)
 
 
 def free_port() -> int:
@@ -70,11 +75,23 @@ def queries(count: int, seed: int = 5) -> list[str]:
     return [f"a {rng.choice(WORDS)} {rng.choice(WORDS)} near the {rng.choice(WORDS)}" for _ in range(count)]
 
 
-def build_index(path: Path, n: int) -> dict:
+def build_index(path: Path, n: int, model: tuple[str, str]) -> dict:
     dim = default_model_dim()
     mixture = Mixture(dim, clusters=min(1024, max(64, n // 1000)), seed=7)
-    return build_synthetic_index(path, dim, mixture.batches(n, seed=1), model_spec="mmsearch-lite", model_id=lite_model_id(),
+    return build_synthetic_index(path, dim, mixture.batches(n, seed=1), model_spec=model[0], model_id=model[1],
                                  options=AnnOptions())
+
+
+def serve_model_of(index_dir: Path, model: tuple[str, str]) -> None:
+    """Point a kept index at ``model``: its vectors are synthetic, the model only embeds the queries (an
+    index built for another weights file is not built again: that takes ~18 min at 1M items)."""
+    from mmsearch.storage.indexdir import IndexDir
+
+    folder = IndexDir(index_dir)
+    manifest = folder.read_manifest()
+    if (manifest.model_spec, manifest.model_id) != model:
+        manifest.model_spec, manifest.model_id = model
+        folder.write_manifest(manifest)
 
 
 def start_server(index_dir: Path, port: int, env: dict, code: Path = REPO) -> subprocess.Popen:
@@ -231,10 +248,13 @@ def run(size: str, clients: int, work_dir: Path, previous: str | None = "default
     spec = SIZES[size]
     previous = (PREVIOUS_RELEASE if size == "full" else None) if previous == "default" else previous
     index_dir = work_dir / f"serve-index-{spec['n']}"
+    release = export_release(previous, work_dir) if previous else None
+    model = served_model(release)
     built = None
     if not (index_dir / "manifest.json").exists():
         shutil.rmtree(index_dir, ignore_errors=True)
-        built = build_index(index_dir, spec["n"])
+        built = build_index(index_dir, spec["n"], model)
+    serve_model_of(index_dir, model)
     # both servers run the model the previous release had: the towers without the colour channel
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", MMSEARCH_COLOUR="off")
     env.setdefault("MMSEARCH_CACHE_DIR", str(work_dir / "cache"))
@@ -249,7 +269,7 @@ def run(size: str, clients: int, work_dir: Path, previous: str | None = "default
     }
     rows = [(f"this code, {clients} clients", concurrent), ("this code, 1 client (baseline)", sequential)]
     if previous:
-        old = serve_and_measure(index_dir, env, spec, clients, export_release(previous, work_dir))
+        old = serve_and_measure(index_dir, env, spec, clients, release)
         result["previous_release"] = {"ref": previous, **old}
         result["vs_previous_release"] = {
             f"{n}_client{'s' if n > 1 else ''}": {

@@ -341,22 +341,20 @@ def duplicates(index_dir, threshold, neighbours, as_json) -> None:
 @index_dir_option
 @click.option("--host", default=None, help="Address to bind [default 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port [default 8000].")
-@click.option("--access-log/--no-access-log", default=None,
-              help="Log a line per HTTP request [default: $MMSEARCH_ACCESS_LOG or off; it costs ~15% of a search's CPU].")
 @device_option
-def serve(index_dir, host, port, access_log, device) -> None:
+def serve(index_dir, host, port, device) -> None:
     """Serve the HTTP API (and OpenAPI docs at /docs)."""
     import uvicorn
 
     from mmsearch.api import create_app
 
-    s = _settings(index_dir=index_dir, host=host, port=port, device=device, access_log=access_log)
+    s = _settings(index_dir=index_dir, host=host, port=port, device=device)
     from mmsearch.storage import collections as colls
     from mmsearch.storage.indexdir import IndexDir
 
     if not colls.list_names(s.index_dir, s.database()):  # no index to serve: fail now, with one line, not inside the server
         IndexDir(s.index_dir, s.database()).read_manifest()
-    uvicorn.run(create_app(s), host=s.host, port=s.port, log_level="info", workers=1, access_log=s.access_log)
+    uvicorn.run(create_app(s), host=s.host, port=s.port, log_level="info", workers=1)
 
 
 @main.command()

@@ -80,10 +80,6 @@ class Settings(BaseSettings):
     api_key: str | None = None
     # Serve /metrics without a key (for a Prometheus scraper on a private network); else it needs a global read key.
     metrics_public: bool = False
-    # One log line per HTTP request (uvicorn's access log). Off by default: formatting and writing it cost
-    # 0.3-0.4 ms of the server's ~2 ms of CPU per search at 16 concurrent clients (bench.serve_load, 1M
-    # items: 2.25-2.37 ms on, 1.95-1.96 ms off); /metrics counts requests per route and status instead.
-    access_log: bool = False
     # Recent text queries whose embeddings the server keeps (repeated queries skip the model); 0 turns the cache off.
     query_cache_size: int = Field(4096, ge=0)
     # Comma-separated origins allowed to call the API from a browser (empty: CORS off).

@@ -58,24 +58,6 @@ def test_index_dir_from_environment(tmp_path):
     assert invoke("info", env=env).exit_code == 0
 
 
-def test_serve_logs_a_line_per_request_only_when_asked(tmp_path, monkeypatch):
-    """The access log costs ~15 % of a search's server CPU, so it is off unless --access-log or
-    MMSEARCH_ACCESS_LOG asks for it."""
-    import uvicorn
-
-    root = tmp_path / "c"
-    make_corpus(root, n_images=2)
-    idx = tmp_path / "idx"
-    assert invoke("index", root, "--index-dir", idx, "--model", TEST_MODEL, "--workers", "0").exit_code == 0
-    runs = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: runs.append(kwargs["access_log"]))
-    assert invoke("serve", "--index-dir", idx).exit_code == 0
-    assert invoke("serve", "--index-dir", idx, "--access-log").exit_code == 0
-    assert invoke("serve", "--index-dir", idx, env={"MMSEARCH_ACCESS_LOG": "1"}).exit_code == 0
-    assert invoke("serve", "--index-dir", idx, "--no-access-log", env={"MMSEARCH_ACCESS_LOG": "1"}).exit_code == 0
-    assert runs == [False, True, True, False]
-
-
 def test_errors_are_one_line_and_nonzero(tmp_path):
     result = invoke("search", "anything", "--index-dir", tmp_path / "missing")
     assert result.exit_code == 1

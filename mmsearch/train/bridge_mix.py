@@ -1,6 +1,6 @@
 """Choose mmsearch-lite's bridge/learned mix on photo validation data: ``python -m mmsearch.train.bridge_mix``.
 
-    git show 462965f:mmsearch/encoders/weights/mmsearch-lite.safetensors > heads.safetensors  # the heads' release
+    git show 462965f:mmsearch/encoders/weights/mmsearch-lite.safetensors > heads.safetensors  # the heads' release, sha256 4329569433b3...
     python -m mmsearch.train.bridge_mix --wordnet data/build/wordnet.json.gz --weights heads.safetensors \\
         --colour-weight 0.15 --photos data/build/manifests/val_stamps.jsonl --guard data/build/manifests/val.jsonl \\
         --colour data/build/manifests/colour_val.jsonl --out mmsearch/encoders/weights/mmsearch-lite.safetensors

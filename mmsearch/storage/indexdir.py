@@ -180,12 +180,13 @@ class IndexDir:
     def check_model(manifest: Manifest, model_id: str) -> None:
         if manifest.model_id != model_id:
             colour_only = manifest.model_id.split("+colour-")[0] == model_id.split("+colour-")[0]
-            same_name = manifest.model_id.split("@")[0] == model_id.split("@")[0] and "@" in model_id
+            name = model_id.split("@")[0]
+            same_name = "@" in model_id and manifest.model_id.split("@")[0] == name
             if colour_only:
                 hint = ("the two differ only in mmsearch-lite's colour channel (+colour-...): re-index into a new --index-dir "
                         "to read colour words, or set MMSEARCH_COLOUR to how this index was built (off: without the channel)")
             elif same_name:  # e.g. a new release of the default model's weights: its vectors are in another space
-                hint = (f"{model_id.split('@')[0]}'s weights differ from the ones this index was built with (a new release "
+                hint = (f"{name}'s weights differ from the ones this index was built with (a new release "
                         "or retrained weights): index the folder again into a new --index-dir (or delete this one first)")
             else:
                 hint = "use the same --model, or a new --index-dir for the other model"

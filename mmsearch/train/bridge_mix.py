@@ -37,7 +37,7 @@ from mmsearch.encoders.colour_words import text_colour_vectors
 from mmsearch.encoders.lite import LiteDualEncoder
 from mmsearch.train.colour_eval import colour_first_rate
 from mmsearch.train.colour_weight import fuse, recalls
-from mmsearch.train.data import group_keys, load_examples
+from mmsearch.train.data import caption_groups, group_keys, load_examples
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,7 @@ class TowerSet:
                 pooled.append(p.float())
                 logits.append(l.float())
                 colours.append(descriptors_from_pixels(pixels, mean, std))
-            by_caption: dict[str, set[str]] = {}
-            for ex, group in zip(examples, groups):
-                by_caption.setdefault(ex.caption, set()).add(group)
+            by_caption = caption_groups(examples, groups)
             captions = list(by_caption)
             text_feats = torch.cat([model.text_features(tokenizer(captions[s : s + 128])) for s in range(0, len(captions), 128)])
         log.info("%s: %d pictures, %d captions", manifest.name, len(examples), len(captions))

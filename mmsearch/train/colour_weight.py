@@ -30,7 +30,7 @@ from mmsearch.encoders.base import l2_normalise
 from mmsearch.encoders.colour_pixels import DESCRIPTOR_VERSION
 from mmsearch.encoders.colour_words import text_colour_vectors
 from mmsearch.train.colour_eval import colour_first_rate
-from mmsearch.train.data import group_keys, load_examples
+from mmsearch.train.data import caption_groups, group_keys, load_examples
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,7 @@ class EmbeddedSet:
             vectors.append(encoder.inner.encode_image_tensors(pixels))
             colours.append(encoder.colour_of_pixels(pixels))
         self.image_vectors, self.image_colours = np.concatenate(vectors), np.concatenate(colours)
-        by_caption: dict[str, set[str]] = {}
-        for ex, group in zip(examples, self.groups):
-            by_caption.setdefault(ex.caption, set()).add(group)
+        by_caption = caption_groups(examples, self.groups)
         self.captions, self.caption_groups = list(by_caption), list(by_caption.values())
         self.caption_vectors = encoder.inner.encode_texts(self.captions)
         self.caption_colours = text_colour_vectors(self.captions)

@@ -87,3 +87,12 @@ def group_keys(examples: list[Example]) -> list[str]:
     if any(ex.concept for ex in examples):
         return [ex.concept or f"row:{i}" for i, ex in enumerate(examples)]
     return [f"row:{i}" for i in range(len(examples))]
+
+
+def caption_groups(examples: list[Example], groups: list[str]) -> dict[str, set[str]]:
+    """Each unique caption (in first-seen order) -> the groups of the pictures it describes: a text query
+    is answered by a picture of any of them."""
+    by_caption: dict[str, set[str]] = {}
+    for ex, group in zip(examples, groups):
+        by_caption.setdefault(ex.caption, set()).add(group)
+    return by_caption

@@ -21,7 +21,7 @@ from torch import nn
 from mmsearch.encoders.lite import IMAGE_FEATURES, TEXT_FEATURES, LiteDualEncoder, make_heads, save_lite_weights
 from mmsearch.errors import ConfigError
 from mmsearch.train.augment import pick_text, templated_texts
-from mmsearch.train.data import Example, group_keys
+from mmsearch.train.data import Example, caption_groups, group_keys
 from mmsearch.train.lite_features import LiteFeatureCache
 from mmsearch.train.loss import clip_loss
 from mmsearch.train.metrics import recall_at_k
@@ -111,9 +111,7 @@ class LiteTrainer(ContrastiveTrainer):
         feats, ok = self.cache.image_features(val, 0, self.opts.augment)
         kept = [val[i] for i in ok]
         groups = group_keys(kept)
-        captions: dict[str, set[str]] = {}
-        for ex, g in zip(kept, groups):
-            captions.setdefault(ex.caption, set()).add(g)
+        captions = caption_groups(kept, groups)
         queries = list(captions)
         # a caption shared by several groups counts as answered by any of them: use its first group
         query_groups = [sorted(captions[q])[0] for q in queries]

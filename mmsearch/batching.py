@@ -95,6 +95,46 @@ class MicroBatcher:
             start += len(items)
 
 
+def chained(first: Future, then: Callable[[object], Future]) -> Future:
+    """A future for ``then(first's result)``: the second stage is queued by the first's completion
+    callback, on the thread that finished it, so no thread sits waiting between two workers and each
+    stage's worker is free for its next batch at once (a pipeline: the query tower embeds batch n+1
+    while the vector search runs batch n). An error of either stage reaches the result; a result
+    cancelled before the second stage is queued skips that stage."""
+    result: Future = Future()
+
+    def fail(exc: BaseException) -> None:
+        if result.set_running_or_notify_cancel():
+            result.set_exception(exc)
+
+    def finish(second: Future) -> None:
+        if second.cancelled():
+            result.cancel()
+        elif second.exception() is not None:
+            fail(second.exception())
+        elif result.set_running_or_notify_cancel():
+            result.set_result(second.result())
+
+    def start(done: Future) -> None:
+        if result.cancelled():
+            return
+        if done.cancelled():
+            result.cancel()
+            return
+        if done.exception() is not None:
+            fail(done.exception())
+            return
+        try:
+            second = then(done.result())
+        except Exception as exc:  # the second stage refused the work (e.g. its worker has stopped)
+            fail(exc)
+            return
+        second.add_done_callback(finish)
+
+    first.add_done_callback(start)
+    return result
+
+
 class BatchingEncoder:
     """An :class:`Encoder` front that merges concurrent ``encode_texts``/``encode_images`` calls."""
 

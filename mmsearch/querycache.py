@@ -66,4 +66,10 @@ class CachedTextEncoder:
                 self._vectors.popitem(last=False)
 
 
-__all__ = ["CachedTextEncoder"]
+def without_query_cache(encoder: Encoder) -> Encoder:
+    """The model behind a query cache: for item texts (a bulk write of products would otherwise push
+    every user query out of the cache)."""
+    return encoder.inner if isinstance(encoder, CachedTextEncoder) else encoder
+
+
+__all__ = ["CachedTextEncoder", "without_query_cache"]

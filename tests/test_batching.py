@@ -85,14 +85,14 @@ def test_concurrent_text_searches_share_one_search_and_each_gets_its_own_answer(
     searcher = Searcher(index_dir, tiny_encoder)
     alone = {(q, k): [h.id for h in searcher.search_text(q, "all", k)] for q, k in [("red", 2), ("blue", 5), ("green", 1), ("red", 4), ("a cat", 3), ("x", 6)]}
     calls = []
-    original = searcher.search_texts
+    original = searcher.search_vectors
 
-    def counted(texts, target="image", k=10):
-        calls.append(len(texts))
+    def counted(queries, target="image", k=10, query_modality=None):
+        calls.append(len(queries))
         threading.Event().wait(0.2)  # long enough for the other callers to queue behind the first call
-        return original(texts, target, k)
+        return original(queries, target, k, query_modality=query_modality)
 
-    searcher.search_texts = counted
+    searcher.search_vectors = counted
     searcher.batch_text_queries()
     try:
         with ThreadPoolExecutor(6) as pool:
@@ -105,6 +105,78 @@ def test_concurrent_text_searches_share_one_search_and_each_gets_its_own_answer(
             bad.result(timeout=30)  # an empty query fails its own caller, not the batch it would have joined
     finally:
         searcher.close()
+
+
+def test_the_next_queries_are_embedded_while_a_batch_is_searched(indexed, tiny_encoder):
+    """The two stages overlap: a vector search in progress does not hold up embedding the queries that
+    arrive meanwhile (with one worker for both, the second query would wait for the first search)."""
+    from mmsearch.search import Searcher
+
+    _, _, index_dir, _ = indexed
+    searcher = Searcher(index_dir, tiny_encoder)
+    embedded, searching, release = [], threading.Event(), threading.Event()
+    encode, search = tiny_encoder.encode_texts, searcher.search_vectors
+
+    class Watched:
+        model_id, dim = tiny_encoder.model_id, tiny_encoder.dim
+
+        def encode_texts(self, texts):
+            embedded.extend(texts)
+            return encode(texts)
+
+    def held_search(*args, **kwargs):
+        searching.set()
+        release.wait(30)  # longer than the test waits for the second query's embedding
+        return search(*args, **kwargs)
+
+    searcher._encoder = Watched()
+    searcher.search_vectors = held_search
+    searcher.batch_text_queries()
+    try:
+        first = searcher.text_search_future("red", "image", 2)
+        assert searching.wait(10)
+        second = searcher.text_search_future("blue", "image", 2)
+        deadline = time.monotonic() + 5
+        while "blue" not in embedded and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert embedded == ["red", "blue"] and not first.done()  # embedded while the first is still searched
+        release.set()
+        assert [h.id for h in first.result(10)[0]] == [h.id for h in searcher.search_texts(["red"], "image", 2)[0]]
+        assert second.result(10)[0]
+    finally:
+        release.set()
+        searcher.close()
+
+
+def test_chained_stages_pass_on_errors_and_cancellation():
+    from concurrent.futures import CancelledError, Future
+
+    from mmsearch.batching import chained
+
+    def done(value=None, error=None) -> Future:
+        f: Future = Future()
+        f.set_exception(error) if error else f.set_result(value)
+        return f
+
+    assert chained(done(2), lambda v: done(v * 10)).result(1) == 20
+    with pytest.raises(ValueError, match="first"):
+        chained(done(error=ValueError("first")), lambda v: done(v)).result(1)
+    with pytest.raises(ValueError, match="second"):
+        chained(done(1), lambda v: done(error=ValueError("second"))).result(1)
+
+    def refuses(_):
+        raise RuntimeError("the batching worker has stopped")
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        chained(done(1), refuses).result(1)
+    pending: Future = Future()
+    started = []
+    result = chained(pending, lambda v: started.append(v) or done(v))
+    assert result.cancel()  # the caller left before the first stage finished
+    pending.set_result(1)
+    assert started == [] and result.cancelled()
+    with pytest.raises(CancelledError):
+        result.result(1)
 
 
 def test_a_cancelled_caller_is_skipped_and_the_worker_survives():

@@ -82,6 +82,51 @@ def test_collections_are_isolated(server):
     assert verify_index(index_dir).ok
 
 
+def test_a_text_search_runs_nothing_on_the_threadpool(own_server, monkeypatch):
+    """A text search, on the default routes or a collection's, awaits the batching worker on the event loop:
+    no dependency may hop to the threadpool (a plain-def FastAPI dependency does, on every request)."""
+    import anyio.to_thread
+
+    api, _ = own_server
+    api.create_collection("shop", model=TEST_MODEL)
+    api.collection("shop").bulk([{"key": f"sku-{i}", "text": text} for i, text in enumerate(PRODUCTS)])
+    hops: list[str] = []
+    to_thread = anyio.to_thread.run_sync
+
+    async def counting(func, *args, **kwargs):
+        hops.append(getattr(getattr(func, "func", func), "__name__", repr(func)))  # through functools.partial
+        return await to_thread(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    hits = api.collection("shop").search("red running shoes", target="text", k=2)
+    assert hits[0]["text"] == "red running shoes"
+    api.search("red running shoes", target="all", k=2)  # the default collection's route
+    assert hops == []
+
+
+@pytest.fixture()
+def own_server(indexed):
+    """A server that opens its indexes and loads the model itself, as `mmsearch serve` does."""
+    _, _, index_dir, _ = indexed
+    with TestClient(create_app(Settings(index_dir=index_dir, model=TEST_MODEL))) as http:
+        yield Client(http=http), index_dir
+
+
+def test_repeated_queries_come_from_the_query_cache_and_writes_do_not_fill_it(own_server):
+    from mmsearch.metrics import QUERY_CACHE
+
+    api, _ = own_server
+    api.create_collection("shop", model=TEST_MODEL)
+    shop = api.collection("shop")
+    shop.bulk([{"key": f"sku-{i}", "text": text} for i, text in enumerate(PRODUCTS)])
+    hits = QUERY_CACHE.labels(result="hit")
+    before = hits._value.get()
+    first = shop.search("red running shoes", target="text", k=2)
+    assert hits._value.get() == before  # a product's text embedded by a write is not a cached query
+    again = shop.search("red running shoes", target="text", k=2)
+    assert hits._value.get() == before + 1 and again == first
+
+
 def test_collection_names_and_errors(server):
     api, _ = server
     for bad in ("Shop", "1shop", "shop-de", "a" * 41):

@@ -6,6 +6,7 @@ the default collection on the plain ``/v1/...`` routes."""
 from __future__ import annotations
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from mmsearch.api.registry import Served
 from mmsearch.storage.collections import DEFAULT
@@ -17,12 +18,19 @@ def collection_name(request: Request) -> str:
     return request.path_params.get("name", DEFAULT)
 
 
-def get_collection(request: Request) -> Served:
-    return request.app.state.collections.get(collection_name(request))
+# Every dependency here is async: FastAPI runs a plain-def dependency in its threadpool, a thread hop
+# (two context switches and the GIL handed over twice) on every request for what is a dict lookup.
+async def get_collection(request: Request) -> Served:
+    registry = request.app.state.collections
+    name = collection_name(request)
+    served = registry.opened(name)
+    if served is not None:
+        return served
+    return await run_in_threadpool(registry.get, name)  # first use: opens its index (and maybe loads a model)
 
 
-def get_searcher(request: Request) -> Searcher:
-    return get_collection(request).searcher
+async def get_searcher(request: Request) -> Searcher:
+    return (await get_collection(request)).searcher
 
 
 async def get_app_settings(request: Request) -> Settings:

@@ -18,7 +18,9 @@ from mmsearch.batching import BatchingEncoder
 from mmsearch.config import Settings
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import CollectionExistsError, CollectionNotFoundError, ConfigError, InvalidQueryError, ModelNotFoundError
+from mmsearch.querycache import CachedTextEncoder, without_query_cache
 from mmsearch.search import Searcher
+from mmsearch.threads import serving_text_threads
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ class Served:
             with self._lock:
                 if self._writer is None:
                     searcher = self.searcher
-                    self._writer = LiveWriter(searcher.index_dir, lambda: searcher.encoder,
+                    self._writer = LiveWriter(searcher.index_dir, lambda: without_query_cache(searcher.encoder),
                                               on_publish=lambda: searcher.maybe_reload(force=True))
         return self._writer
 
@@ -81,8 +83,13 @@ class CollectionRegistry:
             return sorted(set(self._served) | set(colls.list_names(self.root, self.settings.database())),
                           key=lambda n: (n != colls.DEFAULT, n))
 
+    def opened(self, name: str) -> Served | None:
+        """The collection if it is open already (a dict lookup, safe on the event loop), else None."""
+        return self._served.get(name)
+
     def get(self, name: str) -> Served:
-        served = self._served.get(name)
+        """The collection, opened now if it is not yet (may read its index and load a model: blocking)."""
+        served = self.opened(name)
         if served is not None:
             return served
         colls.check_name(name)
@@ -130,20 +137,21 @@ class CollectionRegistry:
         s = self.settings
         publish_if_stale(place.index_dir())  # vectors a killed writer committed but never published
         manifest = place.index_dir().read_manifest()
-        searcher = Searcher(place.path, self._encoders.get(manifest.model_spec), device=s.device, threads=s.effective_threads(),
+        # the model is loaded now, not on the first request, once for all collections of that model
+        searcher = Searcher(place.path, self._encoder(manifest.model_spec), device=s.device, threads=s.effective_threads(),
                             reload_interval=s.reload_interval, mmap=s.mmap_index, faiss_device=s.faiss_device,
                             database_url=place.database_url)
-        if manifest.model_spec not in self._encoders:
-            searcher.wrap_encoder(self._wrap)  # load the model now, not on the first request
-            self._encoders[manifest.model_spec] = searcher.encoder
         searcher.batch_text_queries()  # concurrent text searches share one vector search
         log.info("serving collection %s from %s", place.name, place.path)
         return searcher
 
-    def _wrap(self, encoder: Encoder) -> BatchingEncoder:
-        wrapped = BatchingEncoder(encoder)
-        self._wrapped.append(wrapped)
-        return wrapped
+    def _wrap(self, encoder: Encoder) -> Encoder:
+        """The model's front in a server: repeated text queries answered from the cache of recent query
+        embeddings (``query_cache_size``, 0 = off), the others' concurrent calls batched."""
+        batching = BatchingEncoder(encoder)
+        self._wrapped.append(batching)
+        size = self.settings.query_cache_size
+        return CachedTextEncoder(batching, size) if size else batching
 
     def _encoder(self, spec: str) -> Encoder:
         if spec not in self._encoders:
@@ -151,7 +159,7 @@ class CollectionRegistry:
                 from mmsearch.encoders import load_encoder
 
                 s = self.settings
-                encoder = load_encoder(spec, s.device, s.batch_size, s.effective_threads())
+                encoder = load_encoder(spec, s.device, s.batch_size, s.effective_threads(), text_threads=serving_text_threads(s.threads))
             else:
                 encoder = self._load_encoder(spec)
             self._encoders[spec] = self._wrap(encoder)

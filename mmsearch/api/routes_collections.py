@@ -44,7 +44,7 @@ class CollectionsOut(BaseModel):
     collections: list[CollectionOut]
 
 
-def _registry(request: Request) -> CollectionRegistry:
+async def _registry(request: Request) -> CollectionRegistry:  # async: no thread hop (see api.deps)
     return request.app.state.collections
 
 
@@ -55,7 +55,7 @@ def _describe(registry: CollectionRegistry, name: str) -> CollectionOut:
                          index_type=searcher.index_dir.read_manifest().index_type)
 
 
-def collection_param(name: str = Name) -> str:
+async def collection_param(name: str = Name) -> str:
     """Declares (and validates) the ``name`` path parameter of every per-collection route."""
     return name
 

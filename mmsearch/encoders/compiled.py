@@ -113,7 +113,7 @@ def _has_reference(key_dir: Path) -> bool:
 
 
 def load_compiled_lite(spec: str, weights: Path | None, *, batch_size: int, threads: int, precision: str,
-                       fallback: Callable[[], Encoder]) -> CompiledLiteEncoder | None:
+                       fallback: Callable[[], Encoder], text_threads: int = 0) -> CompiledLiteEncoder | None:
     """-> the encoder of ``mmsearch-lite`` with these ``weights`` (None: the bridge alone) from its cached
     graphs, or None when they are not all cached or the text graph fails its check (the caller then does a
     full load). ``precision`` is resolved (fp32 or bf16); ``fallback()`` is that full load, used for the
@@ -129,7 +129,7 @@ def load_compiled_lite(spec: str, weights: Path | None, *, batch_size: int, thre
     try:
         text_tower = open_text_tower(
             text_dir, tokenizer, tokenizer.pad_id, convert=_needs_full_model("text graph"),
-            reference=_needs_full_model("text probe reference"), precision=precision, threads=threads,
+            reference=_needs_full_model("text probe reference"), precision=precision, threads=text_threads or threads,
         )
     except (TextBackendError, LookupError) as exc:
         log.info("cached graphs of %s not used (%s): building the model", model_id, exc)

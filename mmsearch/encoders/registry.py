@@ -120,8 +120,11 @@ def load_encoder(
     image_backend: str | None = None,
     text_backend: str | None = None,
     colour: str | None = None,
+    text_threads: int = 0,
 ) -> Encoder:
-    """Build the encoder a spec names. ``threads`` caps torch's intra-op pool (0 = leave as is);
+    """Build the encoder a spec names. ``threads`` caps torch's intra-op pool (0 = leave as is) and sets
+    the compiled towers' threads; ``text_threads`` those of the compiled text tower alone (0 = ``threads``:
+    a server gives it fewer, see mmsearch.threads.serving_text_threads);
     ``precision`` is auto|fp32|bf16|fp16 (None = the MMSEARCH_PRECISION setting); ``image_backend`` is
     auto|torch|openvino (None = the MMSEARCH_IMAGE_BACKEND setting, see mmsearch.encoders.openvino_tower).
 
@@ -141,14 +144,15 @@ def load_encoder(
         colour = colour or get_settings().colour
     backends = (image_backend, text_backend)
     if arch != LITE_NAME:
-        return _load_full(spec, arch, pretrained, device, batch_size, threads, precision, backends)
-    full_load = lambda: _load_full(spec, arch, pretrained, device, batch_size, threads, precision, backends)  # noqa: E731
-    encoder = _load_compiled_lite(spec, pretrained, device, batch_size, threads, precision, backends, full_load) or full_load()
+        return _load_full(spec, arch, pretrained, device, batch_size, threads, precision, backends, text_threads)
+    full_load = lambda: _load_full(spec, arch, pretrained, device, batch_size, threads, precision, backends, text_threads)  # noqa: E731
+    encoder = (_load_compiled_lite(spec, pretrained, device, batch_size, threads, precision, backends, full_load, text_threads)
+               or full_load())
     return with_colour_channel(encoder, lite_weights(pretrained), colour)
 
 
 def _load_full(spec: str, arch: str, pretrained: str | None, device: str, batch_size: int, threads: int, precision: str,
-               backends: tuple[str, str]) -> Encoder:
+               backends: tuple[str, str], text_threads: int = 0) -> Encoder:
     """Build the torch model and compile its towers as ``backends`` (image, text) ask."""
     import torch
 
@@ -167,12 +171,12 @@ def _load_full(spec: str, arch: str, pretrained: str | None, device: str, batch_
         model, preprocess, tokenizer, spec=spec, model_id=model_id, device=device, batch_size=batch_size, precision=precision
     )
     _attach_image_backend(encoder, image_backend, threads)
-    _attach_text_backend(encoder, text_backend, threads)
+    _attach_text_backend(encoder, text_backend, text_threads or threads)
     return encoder
 
 
 def _load_compiled_lite(spec: str, weights: str | None, device: str, batch_size: int, threads: int, precision: str,
-                        backends: tuple[str, str], full_load) -> Encoder | None:
+                        backends: tuple[str, str], full_load, text_threads: int = 0) -> Encoder | None:
     """mmsearch-lite from its cached graphs when both towers would run on OpenVINO anyway, else None
     (``full_load()`` takes over the image side if its graph fails at first use)."""
     from mmsearch.encoders.compiled import load_compiled_lite
@@ -186,8 +190,9 @@ def _load_compiled_lite(spec: str, weights: str | None, device: str, batch_size:
         return None
     if resolved not in ("fp32", "bf16"):
         return None
-    return load_compiled_lite(spec, lite_weights(weights), batch_size=batch_size, threads=threads or available_cores(),
-                              precision=resolved, fallback=full_load)
+    threads = threads or available_cores()
+    return load_compiled_lite(spec, lite_weights(weights), batch_size=batch_size, threads=threads,
+                              text_threads=text_threads or threads, precision=resolved, fallback=full_load)
 
 
 def _attach_image_backend(encoder, requested: str, threads: int) -> None:

@@ -6,8 +6,9 @@ reads every stored vector once per call whether it carries one query or sixteen.
 therefore hand their work to one worker thread and wait; the worker takes everything queued at that
 moment, runs it as one call per group (texts/images, or one search target) and hands each caller its
 rows. A lone query is not delayed (nothing is waited for); under load, the queries that arrived during
-one call form the next batch. All calls run on the one worker thread, so they never compete with each
-other for the cores.
+one call form the next batch. All calls of one batcher run on its one worker thread, so they never
+compete with each other for the cores. A text search is two batchers in a row (``chained``): the text
+tower's, then the vector search's, so the two stages overlap on different cores.
 """
 
 from __future__ import annotations

@@ -36,8 +36,9 @@ def info(searcher: Searcher = Depends(get_searcher)) -> InfoOut:
 async def search_text(
     body: SearchRequest, searcher: Searcher = Depends(get_searcher), settings: Settings = Depends(get_app_settings)
 ) -> Response:
-    """Async, without blocking: the query joins the searcher's batching worker and the event loop awaits
-    its answer (no request thread is parked on it); a searcher that does not batch runs in the threadpool."""
+    """Async, without blocking: the query joins the searcher's batching workers (embedding, then vector
+    search) and the event loop awaits its answer (no request thread is parked on it); a searcher that
+    does not batch runs in the threadpool."""
     if not body.text.strip():
         raise InvalidQueryError("text query is empty")
     check_query_bounds(settings, body.k, body.text)

@@ -82,6 +82,14 @@ def test_collections_are_isolated(server):
     assert verify_index(index_dir).ok
 
 
+@pytest.fixture()
+def own_server(indexed):
+    """A server that opens its indexes and loads the model itself, as `mmsearch serve` does."""
+    _, _, index_dir, _ = indexed
+    with TestClient(create_app(Settings(index_dir=index_dir, model=TEST_MODEL))) as http:
+        yield Client(http=http), index_dir
+
+
 def test_a_text_search_runs_nothing_on_the_threadpool(own_server, monkeypatch):
     """A text search, on the default routes or a collection's, awaits the batching worker on the event loop:
     no dependency may hop to the threadpool (a plain-def FastAPI dependency does, on every request)."""
@@ -102,14 +110,6 @@ def test_a_text_search_runs_nothing_on_the_threadpool(own_server, monkeypatch):
     assert hits[0]["text"] == "red running shoes"
     api.search("red running shoes", target="all", k=2)  # the default collection's route
     assert hops == []
-
-
-@pytest.fixture()
-def own_server(indexed):
-    """A server that opens its indexes and loads the model itself, as `mmsearch serve` does."""
-    _, _, index_dir, _ = indexed
-    with TestClient(create_app(Settings(index_dir=index_dir, model=TEST_MODEL))) as http:
-        yield Client(http=http), index_dir
 
 
 def test_repeated_queries_come_from_the_query_cache_and_writes_do_not_fill_it(own_server):

@@ -141,7 +141,7 @@ class CollectionRegistry:
         searcher = Searcher(place.path, self._encoder(manifest.model_spec), device=s.device, threads=s.effective_threads(),
                             reload_interval=s.reload_interval, mmap=s.mmap_index, faiss_device=s.faiss_device,
                             database_url=place.database_url)
-        searcher.batch_text_queries()  # concurrent text searches share one vector search
+        searcher.batch_text_queries()  # concurrent text searches share tower calls and vector searches
         log.info("serving collection %s from %s", place.name, place.path)
         return searcher
 

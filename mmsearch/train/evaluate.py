@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from mmsearch.errors import ConfigError
-from mmsearch.train.data import load_examples, group_keys
+from mmsearch.train.data import caption_groups, group_keys, load_examples
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,7 @@ class EvalSet:
     def from_manifest(cls, manifest: Path, by: str | None = None) -> "EvalSet":
         examples = load_examples(manifest)
         groups = group_keys(examples)
-        by_caption: dict[str, set[str]] = {}
-        for ex, g in zip(examples, groups):
-            by_caption.setdefault(ex.caption, set()).add(g)
+        by_caption = caption_groups(examples, groups)
         data = cls([ex.image_path for ex in examples], groups, list(by_caption), list(by_caption.values()))
         if by:
             data.image_labels = _column_labels(examples, by, manifest)

@@ -190,11 +190,6 @@ class Searcher:
         """Whether the model is in memory (readiness: a query will not wait for a load)."""
         return self._encoder is not None
 
-    def wrap_encoder(self, wrap) -> None:
-        """Put ``wrap(encoder)`` in front of the model (e.g. the server's micro-batching front),
-        loading the model first if needed."""
-        self._encoder = wrap(self.encoder)
-
     def maybe_reload(self, force: bool = False) -> bool:
         """Swap in a newer index version if an index run wrote one. Cheap: one small SQL read."""
         now = time.monotonic()
@@ -240,8 +235,10 @@ class Searcher:
             return None
         _check_text(text)
         _check_target_and_k(target, k)
+        from mmsearch.batching import chained  # imported by batch_text_queries already: a dict lookup
+
         embedded = self._query_batcher.submit_nowait(TEXT, [text])
-        return self._chained(embedded, lambda vectors: self._text_batcher.submit_nowait(target, [(text, k, vectors[0])]))
+        return chained(embedded, lambda vectors: self._text_batcher.submit_nowait(target, [(text, k, vectors[0])]))
 
     def batch_text_queries(self, max_batch: int = 64) -> None:
         """Merge concurrent ``search_text`` calls (a server's requests) into batches, in two stages with a
@@ -249,9 +246,8 @@ class Searcher:
         search per target serves them all (an exact search reads every stored vector once per call,
         however many queries it carries). The stages overlap: while one batch is searched, the next is
         embedded, so the two cores are both at work (one worker doing both left ~0.6 of them idle)."""
-        from mmsearch.batching import MicroBatcher, chained
+        from mmsearch.batching import MicroBatcher
 
-        self._chained = chained
         self._query_batcher = MicroBatcher(self._embed_query_batch, max_batch, name="mmsearch-query-embed")
         self._text_batcher = MicroBatcher(self._search_embedded_batch, max_batch, name="mmsearch-search")
 

@@ -54,8 +54,7 @@ def png(seed: int) -> bytes:
 def served(indexed, tiny_encoder):
     _, _, index_dir, _ = indexed
     encoder = CountingEncoder(tiny_encoder)
-    searcher = Searcher(index_dir, encoder, reload_interval=0)
-    searcher.wrap_encoder(BatchingEncoder)  # as a server does: every model call on one thread
+    searcher = Searcher(index_dir, BatchingEncoder(encoder), reload_interval=0)  # as a server does: every model call on one thread
     app = create_app(Settings(index_dir=index_dir, max_upload_bytes=500_000), searcher=searcher)
     with TestClient(app) as http:
         yield Client(http=http), encoder, index_dir, searcher
@@ -213,8 +212,7 @@ def test_empty_bulk_and_missing_collection(served):
 
 def test_writes_visible_within_a_second_while_8_clients_search(indexed, tiny_encoder):
     _, _, index_dir, _ = indexed
-    searcher = Searcher(index_dir, tiny_encoder, reload_interval=2.0)
-    searcher.wrap_encoder(BatchingEncoder)
+    searcher = Searcher(index_dir, BatchingEncoder(tiny_encoder), reload_interval=2.0)
     searcher.batch_text_queries()
     app = create_app(Settings(index_dir=index_dir, request_timeout=60), searcher=searcher)
     errors: list[str] = []

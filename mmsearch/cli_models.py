@@ -113,8 +113,11 @@ def import_model(file: Path, as_spec: str, check: bool, force: bool) -> None:
               help="A held-out manifest: index its pictures and captions and compare merged lists raw vs calibrated.")
 @click.option("--index-dir", type=click.Path(path_type=Path), default=None, help="Keep the --check index here [default: a temp dir].")
 @click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Also write the fit and the check as JSON.")
+@click.option("--fold-model", "fold_models", multiple=True,
+              help="Cross-fitting, once per manifest in order: the model that scores that manifest (same recipe, "
+                   "trained without its pictures); the pooled fit is written for --model.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Where the model runs.")
-def calibrate(manifests, model, out, check_manifest, index_dir, json_out, device) -> None:
+def calibrate(manifests, model, out, check_manifest, index_dir, json_out, fold_models, device) -> None:
     """Fit the per-direction score calibration of a model on held-out captioned pictures (MANIFESTS: JSONL/CSV
     with image, text, texts and concept columns), so that lists merging pictures and texts (--target all,
     the search page) rank them on one scale. See docs/model-card.md, 'Scores across modalities'."""
@@ -124,17 +127,22 @@ def calibrate(manifests, model, out, check_manifest, index_dir, json_out, device
     from mmsearch.config import Settings
     from mmsearch.encoders import load_encoder
     from mmsearch.hashing import sha256_file
-    from mmsearch.train.calibrate import check_mixed_lists, fit_calibration, format_fit, format_mixed, refit_command
+    from mmsearch.train.calibrate import check_mixed_lists, fit_cross_fitted, format_fit, format_mixed, refit_command
     from mmsearch.train.data import load_examples
 
     s = Settings(**({"device": device} if device else {}))
     spec = model or s.model
     encoder = load_encoder(spec, s.device, s.batch_size, s.effective_threads())
-    examples = [ex for manifest in manifests for ex in load_examples(manifest)]
+    if fold_models and len(fold_models) != len(manifests):
+        raise ConfigError(f"--fold-model is needed once per manifest ({len(manifests)}), not {len(fold_models)} times")
+    if fold_models:
+        folds = [(load_examples(m), load_encoder(f, s.device, s.batch_size, s.effective_threads())) for m, f in zip(manifests, fold_models)]
+    else:
+        folds = [([ex for manifest in manifests for ex in load_examples(manifest)], encoder)]
     weights = weights_file_of(spec)
-    command = refit_command(manifests, spec, check_manifest)
-    calibration = fit_calibration(examples, encoder, fitted_on=", ".join(Path(m).name for m in manifests), command=command,
-                                  weights_sha256=sha256_file(weights) if weights else None)
+    command = refit_command(manifests, spec, check_manifest, fold_models)
+    calibration = fit_cross_fitted(folds, model_id=encoder.model_id, fitted_on=", ".join(Path(m).name for m in manifests),
+                                   command=command, weights_sha256=sha256_file(weights) if weights else None)
     click.echo(format_fit(calibration))
     report = {"fit": json.loads(calibration.to_json())}
     if check_manifest is not None:

@@ -97,6 +97,17 @@ def test_the_mix_is_the_best_on_photos_that_keeps_the_emoji_guard():
         choose(base, [rows[0]], "val_stamps", "val", 0.01)
 
 
+def test_a_mix_fixed_beforehand_is_still_held_to_the_emoji_guard():
+    """When the heads were trained on the photo validation set, the mix comes from cross-validation and
+    bridge_mix runs without photos: the one mix is taken only if the guard holds against the release."""
+    from mmsearch.train.bridge_mix import choose
+
+    release = {"mix": "baseline", "val_t2i_r10": 0.824, "val_i2t_r1": 0.389}
+    assert choose(release, [{"mix": 2.0, "val_t2i_r10": 0.845, "val_i2t_r1": 0.41}], None, "val", 0.01)["mix"] == 2.0
+    with pytest.raises(ValueError):
+        choose(release, [{"mix": 1.0, "val_t2i_r10": 0.838, "val_i2t_r1": 0.35}], None, "val", 0.01)
+
+
 def test_changing_the_mix_reweights_the_two_parts(wordnet_model):
     """with_mix changes only the config's learned weight, and the joint embedding follows it: at mix w a
     picture's dot product with a text is (bridge_cos + w * learned_cos) / (1 + w)."""

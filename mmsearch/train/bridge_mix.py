@@ -14,7 +14,8 @@ reproducible.
 The towers run once (torch fp32) over every set; each mix of the grid is then the model's own ``_join``
 of the cached tower features with the WordNet class texts in the bridge, plus the colour channel at
 ``--colour-weight`` (the fusion of mmsearch.encoders.colour_channel). The baseline is the starting
-weights file as it is (its own bridge and mix) with the same colour weight. Allowed: mixes under which the
+weights file as it is (its own bridge and mix), or with ``--baseline`` the release being replaced (when the
+start is freshly trained heads), with the same colour weight. Allowed: mixes under which the
 guard set's text->image R@10 and image->text R@1 stay within ``--tolerance`` of the baseline; chosen: the
 allowed mix with the best text->image R@10 on ``--photos`` (ties: the larger mix, which keeps more of the
 guard's image->text recall). With ``--out`` the chosen file is written (class texts, mix and the grid in
@@ -111,12 +112,12 @@ def with_mix(model: LiteDualEncoder, learned_weight: float) -> LiteDualEncoder:
     return model
 
 
-def score_grid(baseline: LiteDualEncoder, wordnet: LiteDualEncoder, photos: TowerSet, guard: TowerSet,
+def score_grid(baseline: LiteDualEncoder, wordnet: LiteDualEncoder, photos: TowerSet | None, guard: TowerSet,
                colour: TowerSet | None, grid: Sequence[float], colour_weight: float) -> tuple[dict, list[dict]]:
     """-> (baseline row, one row per mix): photos and guard recalls, and the colour test when given."""
     def row(model: LiteDualEncoder, label) -> dict:
         out = {"mix": label}
-        for data in (photos, guard):
+        for data in (d for d in (photos, guard) if d is not None):
             out.update({f"{data.name}_{k}": round(v, 4) for k, v in data.scores(model, colour_weight).items()})
         if colour is not None:
             out["colour_first"] = round(colour.colour_first(model, colour_weight), 4)
@@ -126,14 +127,16 @@ def score_grid(baseline: LiteDualEncoder, wordnet: LiteDualEncoder, photos: Towe
     return base, [row(with_mix(wordnet, w), w) for w in grid]
 
 
-def choose(base: dict, rows: list[dict], photos: str, guard: str, tolerance: float) -> dict:
+def choose(base: dict, rows: list[dict], photos: str | None, guard: str, tolerance: float) -> dict:
     """The allowed row (guard text->image R@10 and image->text R@1 within ``tolerance`` of the baseline)
-    with the best photo text->image R@10; ties go to the larger mix."""
+    with the best photo text->image R@10; ties go to the larger mix. Without photos (a mix fixed
+    beforehand, e.g. by cross-validation when the photo validation set is in the training data) the
+    largest allowed mix."""
     guarded = [f"{guard}_t2i_r10", f"{guard}_i2t_r1"]
     allowed = [r for r in rows if all(r[k] >= base[k] - tolerance for k in guarded)]
     if not allowed:
         raise ValueError(f"no mix keeps {guarded} within {tolerance} of the baseline")
-    return max(allowed, key=lambda r: (r[f"{photos}_t2i_r10"], r["mix"]))
+    return max(allowed, key=lambda r: (r[f"{photos}_t2i_r10"] if photos else 0.0, r["mix"]))
 
 
 def main() -> None:
@@ -145,11 +148,14 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description="choose mmsearch-lite's bridge/learned mix on photo validation data")
     p.add_argument("--wordnet", type=Path, required=True, help="the file data/recipes/wordnet_build.py wrote")
-    p.add_argument("--photos", type=Path, required=True, help="photo validation manifest (val_stamps.jsonl): what is maximised")
+    p.add_argument("--photos", type=Path, help="photo validation manifest (val_stamps.jsonl): what is maximised; "
+                   "leave out when the heads were trained on it (then give --grid the mix chosen beforehand)")
     p.add_argument("--guard", type=Path, required=True, help="emoji validation manifest (val.jsonl): what must not fall")
     p.add_argument("--colour", type=Path, help="colour test of the validation split (colour_val.jsonl): reported")
     p.add_argument("--weights", type=Path, help="weights to start from (default: the shipped file)")
     p.add_argument("--colour-weight", type=float, help="colour channel weight (default: the starting file's config)")
+    p.add_argument("--baseline", type=Path, help="the release the guard must not fall below (default: the starting file); "
+                   "needed when the starting file is freshly trained heads, whose own prompt bridge and mix are no release")
     p.add_argument("--tolerance", type=float, default=0.01)
     p.add_argument("--grid", type=float, nargs="+", default=list(GRID))
     p.add_argument("--out", type=Path, help="write the chosen weights file here")
@@ -162,13 +168,16 @@ def main() -> None:
     colour_weight = args.colour_weight if args.colour_weight is not None else (config.weight if config else 0.0)
     baseline, preprocess, tokenizer, _ = load_lite(weights)
     baseline.eval()
+    reference = load_lite(args.baseline)[0].eval() if args.baseline else baseline
     wordnet = with_wordnet_bridge(baseline, tokenizer, read_class_texts(args.wordnet), None).eval()
     wordnet.bridge_class_emb.copy_(wordnet.bridge_class_emb.half().float())  # scored as the file stores it (fp16)
-    photos = TowerSet.embed(args.photos, baseline, preprocess, tokenizer)
+    if args.photos is None and len(set(args.grid)) != 1:
+        raise SystemExit("without --photos, give --grid the one mix chosen beforehand")
+    photos = TowerSet.embed(args.photos, baseline, preprocess, tokenizer) if args.photos else None
     guard = TowerSet.embed(args.guard, baseline, preprocess, tokenizer)
     colour = TowerSet.embed(args.colour, baseline, preprocess, tokenizer) if args.colour else None
-    base, rows = score_grid(baseline, wordnet, photos, guard, colour, sorted(set(args.grid)), colour_weight)
-    chosen = choose(base, rows, photos.name, guard.name, args.tolerance)
+    base, rows = score_grid(reference, wordnet, photos, guard, colour, sorted(set(args.grid)), colour_weight)
+    chosen = choose(base, rows, photos.name if photos else None, guard.name, args.tolerance)
     for r in [base, *rows]:
         scores = ", ".join(f"{k} {v:.3f}" for k, v in r.items() if k != "mix")
         log.info("mix %s: %s%s", r["mix"], scores, "  <- chosen" if r is chosen else "")
@@ -177,8 +186,10 @@ def main() -> None:
     with safe_open(str(weights), framework="pt") as fh:
         kept = {k: v for k, v in (fh.metadata() or {}).items() if k not in ("config", "finetuned")}
     out = with_mix(wordnet, chosen["mix"])
-    command = " ".join(["python -m mmsearch.train.bridge_mix", f"--wordnet {args.wordnet.name}", f"--photos {args.photos.name}",
-                        f"--guard {args.guard.name}", f"--colour-weight {colour_weight:g}", f"--tolerance {args.tolerance:g}"])
+    command = " ".join(["python -m mmsearch.train.bridge_mix", f"--wordnet {args.wordnet.name}", f"--photos {args.photos.name if args.photos else '-'}",
+                        f"--guard {args.guard.name}", f"--colour-weight {colour_weight:g}", f"--tolerance {args.tolerance:g}",
+                        f"--grid {' '.join(f'{w:g}' for w in sorted(set(args.grid)))}"]
+                       + ([f"--baseline {args.baseline.name}"] if args.baseline else []))
     meta = {**kept, "bridge_classes_from": args.wordnet.name, "mix_chosen_on": json.dumps({"command": command, "baseline": base, "grid": rows})}
     save_lite_weights(out, args.out, meta, half=True)
     log.info("wrote %s (mix %s)", args.out, chosen["mix"])

@@ -126,15 +126,17 @@ def main() -> None:
     p.add_argument("--tolerance", type=float, default=0.01, help="recall drop allowed against the channel off (about half a standard error at ~400 queries)")
     p.add_argument("--colour-slack", type=float, default=0.01, help="colour score below the best that still counts as the best")
     p.add_argument("--grid", type=float, nargs="+", default=list(GRID))
-    p.add_argument("--out", type=Path, help="default: beside the shipped weights")
+    p.add_argument("--weights", type=Path, help="mmsearch-lite weights to choose for (default: the shipped file), e.g. a "
+                   "cross-validation fold's heads, scored on the stamps it was not trained on")
+    p.add_argument("--out", type=Path, help="default: beside the weights")
     p.add_argument("--dry-run", action="store_true", help="log the table, write nothing")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    weights = shipped_weights()
+    weights = args.weights or shipped_weights()
     if weights is None:
         raise SystemExit("no shipped mmsearch-lite weights in this install")
     grid = sorted({0.0, *args.grid})
-    encoder = ColourChannelEncoder(load_encoder("mmsearch-lite", "cpu", colour="off"), ColourConfig(1.0))
+    encoder = ColourChannelEncoder(load_encoder(f"mmsearch-lite:{weights}" if args.weights else "mmsearch-lite", "cpu", colour="off"), ColourConfig(1.0))
     colour_set = EmbeddedSet(args.colour, encoder)
     retrieval = {path.stem: EmbeddedSet(path, encoder) for path in args.retrieval}
     weight, rows = choose(colour_set, retrieval, grid, args.tolerance, args.colour_slack)

@@ -132,13 +132,6 @@ METHOD = ("cosines standardised per query and item modality; cross-modal offset 
           "top-10 match in the merged top 20 on these pairs")
 
 
-def fit_calibration(examples: list[Example], encoder, *, fitted_on: str, command: str | None = None,
-                    weights_sha256: str | None = None) -> Calibration:
-    """Encode the pairs of ``examples`` with ``encoder`` and fit each query modality's cross-modal offset."""
-    return fit_cross_fitted([(examples, encoder)], model_id=encoder.model_id, fitted_on=fitted_on, command=command,
-                            weights_sha256=weights_sha256)
-
-
 def fit_cross_fitted(folds: Sequence[tuple[list[Example], object]], *, model_id: str, fitted_on: str,
                      command: str | None = None, weights_sha256: str | None = None) -> Calibration:
     """Fit the offsets of ``model_id`` on pairs each scored by their own encoder, misses summed over folds.
@@ -146,15 +139,17 @@ def fit_cross_fitted(folds: Sequence[tuple[list[Example], object]], *, model_id:
     Why: when the shipped heads are trained on the validation pictures, their scores on those pictures
     are not what a user's pictures get (in-sample, nearly every offset has no miss). Each fold's model was
     trained without its fold's pictures, so its scores there are out-of-sample, and the recipe is the same
-    as the shipped model's, so their offsets carry over. One fold with the model itself is the plain fit."""
+    as the shipped model's, so their offsets carry over. One fold, ``[(examples, encoder)]`` with the
+    model's own encoder, is the plain fit."""
     started = time.monotonic()
     pooled: dict[str, np.ndarray] = {}
-    counts, queries = [], 0
+    counts, sizes = [], {"images": 0, "groups": 0, "queries": 0}
     for examples, encoder in folds:
         pairs = PairSet.from_examples(examples)
         vectors = _encode_pairs(pairs, encoder)
         counts.append(_pair_counts(pairs, vectors))
-        queries += len(pairs.queries)
+        for key, n in (("images", len(pairs.image_paths)), ("groups", len(pairs.captions)), ("queries", len(pairs.queries))):
+            sizes[key] += n
         for query_modality in ("text", "image"):
             cross, misses = offset_misses(pairs, vectors, query_modality)
             if misses is not None:
@@ -164,7 +159,7 @@ def fit_cross_fitted(folds: Sequence[tuple[list[Example], object]], *, model_id:
         offsets[cross], missed[cross] = pick_offset(pooled[cross]) if cross in pooled else (0.0, 0)
         log.info("offset %.2f for %s (%d misses)", offsets[cross], cross, missed[cross])
     log.info("calibration fitted in %.1fs", time.monotonic() - started)
-    info = {"manifest": fitted_on, "queries": queries, "pairs": counts[0] if len(counts) == 1 else counts,
+    info = {"manifest": fitted_on, **sizes, "pairs": counts[0] if len(counts) == 1 else counts,
             "misses_on_these_pairs": missed, "method": METHOD + ("" if len(folds) == 1 else "; cross-fitted: each "
             "manifest scored by a model trained without it, misses summed")}
     return Calibration(model_id, offsets, weights_sha256, info, command)

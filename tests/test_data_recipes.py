@@ -252,3 +252,40 @@ def test_stamps_eval_split_is_stable_balanced_and_independent_of_the_training_sp
     assert 150 < first.count("test") < 250
     same_as_training_split = sum((s == "test") == (stamps_split(c, 0.5) == "test") for s, c in zip(first, concepts))
     assert 150 < same_as_training_split < 250
+
+
+def test_derived_manifests_keep_the_folds_apart_and_the_test_stamps_out(tmp_path):
+    """The shipped heads train on emoji + val_stamps, chosen by two folds of val_stamps: a concept is in one
+    half only, a fold's training file holds its half and never the other, no test stamp is anywhere, the
+    held-out emoji style stays out of training, and a stamp trains on its own name, not its folder words."""
+    import json
+
+    from derived_manifests import derive
+
+    def rows(name, items):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in items), encoding="utf-8")
+
+    emoji = [{"image": f"../images/e{i}.png", "text": f"thing {i}", "texts": ["t"], "concept": f"emoji:{i}",
+              "style": style} for i, style in enumerate(["noto", "twemoji", "emojione", "noto"])]
+    stamps = [{"image": f"../images/s{i}.png", "text": f"A bird {i % 20}", "texts": [f"bird {i % 20}", "birds", "animals"],
+               "concept": f"stamps:a bird {i % 20}", "style": "tuxpaint-stamps"} for i in range(40)]
+    rows("train.jsonl", emoji[:3])
+    rows("val.jsonl", emoji[3:])
+    rows("val_stamps.jsonl", stamps)
+    rows("test_stamps_split.jsonl", [{**stamps[0], "concept": "stamps:a test only"}])
+    out = derive(tmp_path)
+
+    half = {h: {r["concept"] for r in out[f"vs_{h}"]} for h in "AB"}
+    assert half["A"] and half["B"] and not half["A"] & half["B"]
+    assert len(out["vs_A"]) + len(out["vs_B"]) == len(stamps)
+    for h, other in (("A", "B"), ("B", "A")):
+        trained = {r["concept"] for r in out[f"train_plus_{h}"]}
+        assert half[h] <= trained and not half[other] & trained
+        assert half[other] <= {r["concept"] for r in out[f"valc_plus_{other}"]}
+    everything = [r for rs in out.values() for r in rs]
+    assert all(r["concept"] != "stamps:a test only" for r in everything)
+    assert all(r["style"] != "emojione" for r in out["train_no_emojione"] + out["train_plus_vs"])
+    trained_stamps = [r for r in out["train_plus_vs"] if r["style"] == "tuxpaint-stamps"]
+    assert len(trained_stamps) == len(stamps) and all(r["texts"] == [r["concept"].removeprefix("stamps:a ")] for r in trained_stamps)
+    assert out["vs_A"][0]["texts"][1:] == ["birds", "animals"]  # the scoring halves are left as built
+    assert all(Path(r["image"]).is_absolute() for r in everything)

@@ -195,6 +195,8 @@ def test_hubness_counts_each_images_share_of_the_queries_top_lists():
     assert result["queries"] == 20 and result["max_share"] == 1.0
     assert result["hubs"] == 2  # image 0 (20/20) and image 1 (2/20 = 10% > 5%); image 2 is 1/20 = 5%, not more
     assert result["never"] == 0.25
+    assert result["even_share"] == 1.0  # four images, top lists of up to 10: every image could be in every list
+    assert hubness([[0]] * 3, image_count=400)["even_share"] == 0.025  # 10 of 400
 
 
 def test_eval_reports_hubness_of_the_text_to_image_rankings(tmp_path):
@@ -202,4 +204,4 @@ def test_eval_reports_hubness_of_the_text_to_image_rankings(tmp_path):
     result = evaluate(manifest, ["oracle"], ks=(1,), encoder_factory=oracle_factory)
     hubs = result["models"][0]["hubness"]
     assert hubs["queries"] == 8 and 0 < hubs["max_share"] <= 1.0
-    assert "hub: max share in top 10" in format_table(result)
+    assert "hub: max share in top 10 (even: 1.000)" in format_table(result)  # a handful of pictures: any top 10 holds them all

@@ -127,15 +127,19 @@ def _recall_by_label(t2i: list[list[bool]], i2t: list[list[bool]], i2t_images: l
 def hubness(top_images: list[list[int]], image_count: int) -> dict[str, float]:
     """How often each image lands in a query's top ``HUB_TOP``: the largest share of queries one image is
     in (``max_share``), how many images are in more than ``HUB_SHARE`` of them (``hubs``), and the share of
-    images that are in nobody's top list (``never``: the other side of hubs, pictures search cannot reach)."""
+    images that are in nobody's top list (``never``: the other side of hubs, pictures search cannot reach).
+    ``even_share`` is what every image's share would be if all were in equally many top lists
+    (``HUB_TOP`` / images): the scale ``max_share`` and ``HUB_SHARE`` are to be read on, since a small
+    collection has large shares however even its rankings are (10 of 200 pictures is already 5 %)."""
     if not top_images or image_count == 0:
-        return {"queries": 0, "max_share": 0.0, "hubs": 0, "never": 0.0}
+        return {"queries": 0, "max_share": 0.0, "hubs": 0, "never": 0.0, "even_share": 0.0}
     counts = np.zeros(image_count, dtype=np.int64)
     for top in top_images:
         counts[np.unique(np.asarray(top[:HUB_TOP], dtype=np.int64))] += 1
     shares = counts / len(top_images)
     return {"queries": len(top_images), "max_share": round(float(shares.max()), 4),
-            "hubs": int((shares > HUB_SHARE).sum()), "never": round(float((counts == 0).mean()), 4)}
+            "hubs": int((shares > HUB_SHARE).sum()), "never": round(float((counts == 0).mean()), 4),
+            "even_share": round(min(HUB_TOP, image_count) / image_count, 4)}
 
 
 def score_index(searcher, data: EvalSet, ks: Sequence[int]) -> tuple[dict[str, float], dict[str, float], dict[str, dict], dict[str, float]]:
@@ -258,7 +262,8 @@ def format_table(result: dict) -> str:
         for k in result["ks"]:
             rows.append([f"{label} R@{k}"] + [f"{m[direction][f'R@{k}']:.3f}" for m in models])
     if all(m.get("hubness") for m in models):
-        rows.append([f"hub: max share in top {HUB_TOP}"] + [f"{m['hubness']['max_share']:.3f}" for m in models])
+        even = models[0]["hubness"].get("even_share", 0.0)
+        rows.append([f"hub: max share in top {HUB_TOP} (even: {even:.3f})"] + [f"{m['hubness']['max_share']:.3f}" for m in models])
         rows.append([f"hubs (> {HUB_SHARE:.0%} of queries)"] + [str(m["hubness"]["hubs"]) for m in models])
     widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
     lines = [

@@ -113,11 +113,12 @@ def _has_reference(key_dir: Path) -> bool:
 
 
 def load_compiled_lite(spec: str, weights: Path | None, *, batch_size: int, threads: int, precision: str,
-                       fallback: Callable[[], Encoder], text_threads: int = 0) -> CompiledLiteEncoder | None:
+                       fallback: Callable[[], Encoder], text_threads: int) -> CompiledLiteEncoder | None:
     """-> the encoder of ``mmsearch-lite`` with these ``weights`` (None: the bridge alone) from its cached
     graphs, or None when they are not all cached or the text graph fails its check (the caller then does a
-    full load). ``precision`` is resolved (fp32 or bf16); ``fallback()`` is that full load, used for the
-    image side if the image graph fails its check at first use."""
+    full load). ``precision`` is resolved (fp32 or bf16); ``threads`` / ``text_threads`` are the image / text
+    towers' threads, resolved by the caller; ``fallback()`` is that full load, used for the image side if
+    the image graph fails its check at first use."""
     started = time.perf_counter()
     cfg = lite_config(weights)
     model_id = lite_model_id(weights)
@@ -129,7 +130,7 @@ def load_compiled_lite(spec: str, weights: Path | None, *, batch_size: int, thre
     try:
         text_tower = open_text_tower(
             text_dir, tokenizer, tokenizer.pad_id, convert=_needs_full_model("text graph"),
-            reference=_needs_full_model("text probe reference"), precision=precision, threads=text_threads or threads,
+            reference=_needs_full_model("text probe reference"), precision=precision, threads=text_threads,
         )
     except (TextBackendError, LookupError) as exc:
         log.info("cached graphs of %s not used (%s): building the model", model_id, exc)

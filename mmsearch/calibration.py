@@ -181,9 +181,9 @@ def weights_file_of(model_spec: str) -> Path | None:
 
 def beside_weights_path(weights: Path) -> Path:
     """``x.safetensors`` -> ``x.calibration.json``; other files get the suffix appended (``ckpt.pt.calibration.json``)."""
-    if weights.suffix == ".safetensors":
-        return weights.with_name(weights.stem + SUFFIX)
-    return weights.with_name(weights.name + SUFFIX)
+    from mmsearch.encoders.lite_files import sidecar_path
+
+    return sidecar_path(weights, SUFFIX)
 
 
 def default_path(model_spec: str, model_id: str) -> Path:

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     # the embedding): auto = on when a colour config ships beside the weights; off = never. The model id
     # says which, so an index built one way is refused the other way (mmsearch.encoders.colour_channel).
     colour: Literal["auto", "off"] = "auto"
+    # mmsearch-lite's hub channel (pictures that answer many unrelated text queries are pushed down text
+    # searches): auto = on when a hub file ships beside the weights; off = never; the model id says which
+    # (mmsearch.encoders.hub_channel).
+    hubs: Literal["auto", "off"] = "auto"
     # Below this many vectors an index type of "auto" searches exactly (FAISS Flat); above, approximately.
     ann_threshold: int = Field(50_000, ge=0)
     # Serve the vector index memory-mapped (pages load on demand and are shared between processes).

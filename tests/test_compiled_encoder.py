@@ -53,8 +53,14 @@ _LOADS = """
         encoder = load_encoder("mmsearch-lite", "cpu", batch_size=8, threads=1, **kwargs)
         return encoder, encoder.encode_images(images), encoder.encode_texts(texts)
 
-    def backend(encoder):  # what runs the towers, under the colour channel's wrapper
-        return type(getattr(encoder, "inner", encoder)).__name__
+    def chain(encoder):  # the channels' wrappers, outermost first, then what runs the towers
+        out = [encoder]
+        while "inner" in vars(out[-1]):
+            out.append(vars(out[-1])["inner"])
+        return out
+
+    def backend(encoder):
+        return type(chain(encoder)[-1]).__name__
 
     first, first_images, first_texts = load()  # an empty cache: the full load converts and caches the graphs
     second, second_images, second_texts = load()  # everything cached: the graphs alone
@@ -63,8 +69,8 @@ _LOADS = """
     crops = torch.stack([worker(image) for image in images])
     facts = {
         "kinds": [backend(first), backend(second)],
-        "wrapped": [type(first).__name__, type(second).__name__],
-        "colour_id": "+colour-" in second.model_id and second.dim == second.inner.dim + 11,
+        "wrapped": [[type(e).__name__ for e in chain(encoder)[:-1]] for encoder in (first, second)],
+        "channel_ids": "+colour-" in second.model_id and "+hubs-" in second.model_id and second.dim == chain(second)[-1].dim + 12,
         "same_ids": first.model_id == second.model_id and first.dim == second.dim,
         "uint8": second.takes_uint8_pixels,
         "uint8_diff": float(np.abs(second.encode_image_tensors(crops) - second_images).max()),
@@ -94,7 +100,8 @@ _LOADS = """
 def test_cached_graphs_load_alone_with_the_same_embeddings_and_never_when_damaged(tmp_path):
     facts = in_child(_LOADS, tmp_path / "cache", timeout=1800)
     assert facts["kinds"] == ["TorchDualEncoder", "CompiledLiteEncoder"]
-    assert facts["wrapped"] == ["ColourChannelEncoder"] * 2 and facts["colour_id"]  # the colour channel on both paths
+    # the hub channel over the colour channel on both paths (11 colour dims, 1 hub dim)
+    assert facts["wrapped"] == [["HubChannelEncoder", "ColourChannelEncoder"]] * 2 and facts["channel_ids"]
     assert facts["same_ids"] and facts["uint8"]
     # uint8 crops (the indexer's fast path) embed as the float tensors do: the same arithmetic on an fp32
     # graph; on a bf16/int8 graph (CPUs with AVX512-BF16) rounding the in-graph normalisation differently

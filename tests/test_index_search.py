@@ -168,7 +168,8 @@ def test_searcher_rejects_encoder_of_another_model(indexed, tiny_encoder):
 @pytest.mark.parametrize("built, asked, says", [
     # a new release of the default model's weights: the index must be built again, and the error says so
     ("mmsearch-lite@4329569433b3+colour-e119954e", "mmsearch-lite@7de17accba62+colour-e119954e", "weights differ"),
-    ("mmsearch-lite@4329569433b3", "mmsearch-lite@4329569433b3+colour-e119954e", "colour channel"),
+    ("mmsearch-lite@4329569433b3", "mmsearch-lite@4329569433b3+colour-e119954e", "differ only in mmsearch-lite's channels"),
+    ("mmsearch-lite@5497be071b25+colour-e119954e", "mmsearch-lite@5497be071b25+colour-e119954e+hubs-c3583a7d", "MMSEARCH_HUBS"),
     ("ViT-B-32@openai", "mmsearch-lite@7de17accba62", "use the same --model"),
 ])
 def test_a_model_mismatch_says_what_to_do(built, asked, says):

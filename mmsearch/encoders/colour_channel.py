@@ -35,7 +35,7 @@ import numpy as np
 from mmsearch.encoders.base import Encoder, l2_normalise
 from mmsearch.encoders.colour_pixels import COLOUR_NAMES, DESCRIPTOR_VERSION, descriptors_from_pixels
 from mmsearch.encoders.colour_words import text_colour_vectors
-from mmsearch.encoders.lite_files import lite_model_id
+from mmsearch.encoders.lite_files import lite_model_id, sidecar_path
 from mmsearch.hashing import sha256_file
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class ColourConfig:
 
 def colour_config_path(weights: Path) -> Path:
     """``x.safetensors`` -> ``x.colour.json`` (beside it, like the calibration)."""
-    return weights.with_name(weights.stem + SUFFIX) if weights.suffix == ".safetensors" else weights.with_name(weights.name + SUFFIX)
+    return sidecar_path(weights, SUFFIX)
 
 
 def load_colour_config(weights: Path | None) -> ColourConfig | None:

@@ -103,6 +103,12 @@ def lite_model_id(weights: Path | None) -> str:
     return f"{LITE_NAME}@{sha256_file(weights)[:12]}" if weights is not None else f"{LITE_NAME}@bridge-only"
 
 
+def sidecar_path(weights: Path, suffix: str) -> Path:
+    """A file that belongs to a weights file, beside it: ``x.safetensors`` -> ``x<suffix>``; other files
+    get the suffix appended (``ckpt.pt<suffix>``). The colour config and the hub bank live there."""
+    return weights.with_name(weights.stem + suffix) if weights.suffix == ".safetensors" else weights.with_name(weights.name + suffix)
+
+
 def shipped_weights() -> Path | None:
     """The weights file shipped with mmsearch, or None when this install has none (the bridge alone)."""
     return DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.exists() else None

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.colour_channel import with_colour_channel
+from mmsearch.encoders.hub_channel import with_hub_channel
 from mmsearch.encoders.devices import resolve_device
 from mmsearch.encoders.lite_files import BRIDGE_WEIGHTS, LITE_NAME, lite_config, make_preprocess
 from mmsearch.encoders.specs import lite_weights, lite_weights_path, split_spec
@@ -121,6 +122,7 @@ def load_encoder(
     text_backend: str | None = None,
     colour: str | None = None,
     text_threads: int = 0,
+    hubs: str | None = None,
 ) -> Encoder:
     """Build the encoder a spec names. ``threads`` caps torch's intra-op pool (0 = leave as is) and sets
     the compiled towers' threads; ``text_threads`` those of the compiled text tower alone (0 = ``threads``:
@@ -131,24 +133,27 @@ def load_encoder(
     The default model on CPU is read from its cached compiled graphs when they are all there
     (mmsearch.encoders.compiled); otherwise the torch model is built and its towers compiled as set.
     Either way an mmsearch-lite encoder gets the colour channel its weights' colour config asks for
-    (``colour``: auto|off, None = the MMSEARCH_COLOUR setting; see mmsearch.encoders.colour_channel),
-    here, once, on top of whichever backend runs it."""
+    (``colour``: auto|off, None = the MMSEARCH_COLOUR setting; see mmsearch.encoders.colour_channel)
+    and then the hub channel of the hub file beside its weights (``hubs``: auto|off, None =
+    MMSEARCH_HUBS; mmsearch.encoders.hub_channel), here, once, on top of whichever backend runs it."""
     device = resolve_device(device)
     arch, pretrained = split_spec(spec)
-    if precision is None or image_backend is None or text_backend is None or colour is None:
+    if None in (precision, image_backend, text_backend, colour, hubs):
         from mmsearch.config import get_settings
 
         precision = precision or get_settings().precision
         image_backend = image_backend or get_settings().image_backend
         text_backend = text_backend or get_settings().text_backend
         colour = colour or get_settings().colour
+        hubs = hubs or get_settings().hubs
     backends = (image_backend, text_backend)
     if arch != LITE_NAME:
         return _load_full(spec, arch, pretrained, device, batch_size, threads, precision, backends, text_threads)
     full_load = lambda: _load_full(spec, arch, pretrained, device, batch_size, threads, precision, backends, text_threads)  # noqa: E731
     encoder = (_load_compiled_lite(spec, pretrained, device, batch_size, threads, precision, backends, full_load, text_threads)
                or full_load())
-    return with_colour_channel(encoder, lite_weights(pretrained), colour)
+    weights = lite_weights(pretrained)
+    return with_hub_channel(with_colour_channel(encoder, weights, colour), weights, hubs)
 
 
 def _load_full(spec: str, arch: str, pretrained: str | None, device: str, batch_size: int, threads: int, precision: str,

@@ -179,12 +179,13 @@ class IndexDir:
     @staticmethod
     def check_model(manifest: Manifest, model_id: str) -> None:
         if manifest.model_id != model_id:
-            colour_only = manifest.model_id.split("+colour-")[0] == model_id.split("+colour-")[0]
+            channels_only = manifest.model_id.split("+")[0] == model_id.split("+")[0]
             name = model_id.split("@")[0]
             same_name = "@" in model_id and manifest.model_id.split("@")[0] == name
-            if colour_only:
-                hint = ("the two differ only in mmsearch-lite's colour channel (+colour-...): re-index into a new --index-dir "
-                        "to read colour words, or set MMSEARCH_COLOUR to how this index was built (off: without the channel)")
+            if channels_only:
+                hint = ("the two differ only in mmsearch-lite's channels (+colour-..., +hubs-...): re-index into a new "
+                        "--index-dir to use them, or set MMSEARCH_COLOUR / MMSEARCH_HUBS to how this index was built "
+                        "(off: without that channel)")
             elif same_name:  # e.g. a new release of the default model's weights: its vectors are in another space
                 hint = (f"{name}'s weights differ from the ones this index was built with (a new release "
                         "or retrained weights): index the folder again into a new --index-dir (or delete this one first)")

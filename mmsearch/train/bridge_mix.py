@@ -143,7 +143,8 @@ def main() -> None:
     from safetensors import safe_open
 
     from mmsearch.encoders.colour_channel import load_colour_config
-    from mmsearch.encoders.lite import load_lite, save_lite_weights, shipped_weights
+    from mmsearch.encoders.lite import load_lite, save_lite_weights
+    from mmsearch.train.tool_args import parse_tool_args, tool_weights
     from mmsearch.train.wordnet_bridge import read_class_texts, with_wordnet_bridge
 
     p = argparse.ArgumentParser(description="choose mmsearch-lite's bridge/learned mix on photo validation data")
@@ -159,11 +160,8 @@ def main() -> None:
     p.add_argument("--tolerance", type=float, default=0.01)
     p.add_argument("--grid", type=float, nargs="+", default=list(GRID))
     p.add_argument("--out", type=Path, help="write the chosen weights file here")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    weights = args.weights or shipped_weights()
-    if weights is None:
-        raise SystemExit("no mmsearch-lite weights to start from")
+    args = parse_tool_args(p)
+    weights = tool_weights(args.weights)
     config = load_colour_config(weights)
     colour_weight = args.colour_weight if args.colour_weight is not None else (config.weight if config else 0.0)
     baseline, preprocess, tokenizer, _ = load_lite(weights)

@@ -116,7 +116,7 @@ def choose(colour_set: EmbeddedSet, retrieval: dict[str, EmbeddedSet], grid: Seq
 def main() -> None:
     from mmsearch.encoders import load_encoder
     from mmsearch.encoders.colour_channel import ColourChannelEncoder, ColourConfig, colour_config_path
-    from mmsearch.encoders.lite_files import shipped_weights
+    from mmsearch.train.tool_args import parse_tool_args, tool_weights
     from mmsearch.hashing import sha256_file
 
     p = argparse.ArgumentParser(description="choose mmsearch-lite's colour weight on validation data")
@@ -130,13 +130,11 @@ def main() -> None:
                    "cross-validation fold's heads, scored on the stamps it was not trained on")
     p.add_argument("--out", type=Path, help="default: beside the weights")
     p.add_argument("--dry-run", action="store_true", help="log the table, write nothing")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    weights = args.weights or shipped_weights()
-    if weights is None:
-        raise SystemExit("no shipped mmsearch-lite weights in this install")
+    args = parse_tool_args(p)
+    weights = tool_weights(args.weights)
     grid = sorted({0.0, *args.grid})
-    encoder = ColourChannelEncoder(load_encoder(f"mmsearch-lite:{weights}" if args.weights else "mmsearch-lite", "cpu", colour="off"), ColourConfig(1.0))
+    encoder = ColourChannelEncoder(load_encoder(f"mmsearch-lite:{weights}" if args.weights else "mmsearch-lite", "cpu", colour="off",
+                                                hubs="off"), ColourConfig(1.0))  # the hub channel is built after the colour weight
     colour_set = EmbeddedSet(args.colour, encoder)
     retrieval = {path.stem: EmbeddedSet(path, encoder) for path in args.retrieval}
     weight, rows = choose(colour_set, retrieval, grid, args.tolerance, args.colour_slack)

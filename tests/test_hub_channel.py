@@ -153,7 +153,8 @@ def test_bad_constants_are_refused():
 
 # --- the shipped default model ---
 
-def test_the_shipped_hub_file_belongs_to_the_shipped_model(monkeypatch):
+@pytest.mark.slow
+def test_the_shipped_hub_file_belongs_to_the_shipped_model():
     """The default model loads with the hub channel on (its id says so); MMSEARCH_HUBS=off drops it."""
     from mmsearch.encoders import load_encoder
     from mmsearch.encoders.colour_channel import reported_model_id

@@ -151,6 +151,50 @@ def test_bad_constants_are_refused():
         HubConfig(np.zeros((0, DIM), np.float32), beta=20.0, lam=1.0, text_coordinate=0.5, centre=0.0, model_id="x")
 
 
+# --- building the file (python -m mmsearch.train.hub_bank) ---
+
+class ColourMeans(StandIn):
+    """Pictures embed as their mean colour (padded), texts as in StandIn or a fixed direction."""
+
+    model_id = "colour-means@1"
+
+    def encode_images(self, images):
+        rows = [np.r_[np.asarray(im, dtype=np.float32).reshape(-1, 3).mean(axis=0), np.zeros(DIM - 3)] for im in images]
+        return l2_normalise(np.stack(rows))
+
+    def encode_texts(self, texts):
+        return l2_normalise(np.stack([np.r_[[len(t) % 3 == i for i in range(3)], np.ones(DIM - 3)].astype(np.float32) for t in texts]))
+
+
+def test_the_bank_is_the_distinct_training_captions_and_the_centre_a_median_picture(tmp_path: Path):
+    import json
+
+    from PIL import Image
+
+    from mmsearch.train.hub_bank import bank_captions, build, sample_pictures
+
+    rows = []
+    for i, (colour, caption) in enumerate([((250, 10, 10), "a red box"), ((10, 250, 10), "a green box"),
+                                           ((10, 10, 250), "a blue box"), ((250, 10, 10), "a red box")]):
+        Image.new("RGB", (8, 8), colour).save(tmp_path / f"p{i}.png")
+        rows.append({"image": f"p{i}.png", "text": caption})
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+
+    captions = bank_captions([manifest, manifest])
+    assert captions == ["a blue box", "a green box", "a red box"]  # distinct, sorted
+    pictures = sample_pictures([manifest], sample=3)
+    assert len(pictures) == 3 and len(set(pictures)) == 3 and sample_pictures([manifest], sample=3) == pictures  # fixed seed
+
+    encoder = ColourMeans()
+    config = build(encoder, captions, sample_pictures([manifest], sample=10), beta=20.0, lam=1.0, text_coordinate=0.5)
+    assert config.model_id == "colour-means@1" and config.bank.shape == (3, DIM)
+    assert np.allclose(np.linalg.norm(config.bank, axis=1), 1.0, atol=1e-3)
+    priors = config.priors(encoder.encode_images([Image.open(tmp_path / f"p{i}.png").convert("RGB") for i in range(4)]))
+    assert config.centre == pytest.approx(float(np.median(priors)), abs=1e-6)  # all four pictures of the manifest
+    assert build(encoder, captions, pictures[:1], 20.0, 1.0, 0.5).centre == pytest.approx(float(priors[0]), abs=1e-6)
+
+
 # --- the shipped default model ---
 
 @pytest.mark.slow

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.colour_channel import with_colour_channel
-from mmsearch.encoders.hub_channel import with_hub_channel
 from mmsearch.encoders.devices import resolve_device
+from mmsearch.encoders.hub_channel import with_hub_channel
 from mmsearch.encoders.lite_files import BRIDGE_WEIGHTS, LITE_NAME, lite_config, make_preprocess
 from mmsearch.encoders.specs import lite_weights, lite_weights_path, split_spec
 from mmsearch.errors import ModelNotFoundError

@@ -9,7 +9,7 @@ none of the test splits'), embedded by the model the file is for (its colour cha
 hub channel off) and stored as float16. ``centre`` is the median hub prior of up to ``--sample``
 pictures of ``--pictures`` (training pictures), so the typical picture's extra coordinate is 0 and
 the channel changes norms as little as it can. ``--beta`` and ``--lam`` were chosen on the two
-cross-validation folds of the photo validation set (docs/model-card.md, "Hubness"); the file records
+cross-validation folds of the photo validation set (docs/model-card.md, "The hub channel"); the file records
 its data, constants and this command. See mmsearch.encoders.hub_channel for what the channel does.
 """
 

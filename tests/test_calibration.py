@@ -76,7 +76,8 @@ def test_the_fitted_offset_keeps_both_modalities_best_matches_in_a_merged_list()
     pairs, vectors = _synthetic()
     img10, img20, txt10, txt20 = _merged_counts(pairs, vectors, None)
     assert img20 < img10 and txt20 >= txt10  # raw cosines: texts crowd the pictures out
-    cross, (offset, misses) = C.balance_offset(pairs, vectors, "text")
+    cross, misses_per_offset = C.offset_misses(pairs, vectors, "text")
+    offset, misses = C.pick_offset(misses_per_offset)
     assert cross == "text->image" and misses == 0
     held_out_pairs, held_out = _synthetic(seed=1)
     img10, img20, txt10, txt20 = _merged_counts(held_out_pairs, held_out, offset)

@@ -229,15 +229,6 @@ def pick_offset(misses: np.ndarray) -> tuple[float, int]:
     return float(OFFSET_GRID[longest[len(longest) // 2]]), int(misses.min())
 
 
-def balance_offset(pairs: PairSet, vectors: dict[str, np.ndarray], query_modality: str) -> tuple[str, tuple[float, int]]:
-    """-> (cross-modal direction, (offset, misses)): the offset added to the standardised cosines of the
-    cross-modal direction under which the merged top 20 holds a query's matching picture and matching text
-    at least as often as each single list's top 10 on these pairs (fewest misses; the middle of the best
-    range of offsets)."""
-    cross, misses = offset_misses(pairs, vectors, query_modality)
-    return cross, ((0.0, 0) if misses is None else pick_offset(misses))
-
-
 def refit_command(manifests: Sequence[Path], spec: str, check: Path | None = None, fold_models: Sequence[str] = ()) -> str:
     """The command line that refits this calibration (stored in the file, shown when it goes stale)."""
     folds = [arg for f in fold_models for arg in ("--fold-model", f)]

@@ -83,7 +83,9 @@ class PairSet:
         )
 
 
-def _encode_images(encoder, paths: Sequence[str]) -> np.ndarray:
+def encode_image_files(encoder, paths: Sequence[str]) -> np.ndarray:
+    """Picture files -> ``encoder``'s embeddings, decoded (at the model's input size, as the indexer
+    decodes) and encoded ENCODE_CHUNK at a time, so a few thousand pictures never sit in memory at once."""
     from mmsearch.imaging.decode import open_image
 
     size = getattr(encoder, "input_size", None)
@@ -113,7 +115,7 @@ def direction_pairs(pairs: PairSet, vectors: dict[str, np.ndarray]) -> dict[str,
 
 def _encode_pairs(pairs: PairSet, encoder) -> dict[str, np.ndarray]:
     return {
-        "image": _encode_images(encoder, pairs.image_paths),
+        "image": encode_image_files(encoder, pairs.image_paths),
         "text": encoder.encode_texts(pairs.captions),
         "query": encoder.encode_texts(pairs.queries),
     }

@@ -28,8 +28,6 @@ BETA = 20.0
 LAM = 1.0
 TEXT_COORDINATE = 0.5
 SAMPLE = 2000
-TEXT_BATCH = 256
-PICTURE_BATCH = 64
 
 
 def bank_captions(manifests: list[Path]) -> list[str]:
@@ -48,24 +46,14 @@ def sample_pictures(manifests: list[Path], sample: int, seed: int = 0) -> list[s
     return sorted(paths[:sample])
 
 
-def embed_texts(encoder, texts: list[str]) -> np.ndarray:
-    return np.concatenate([encoder.encode_texts(texts[s : s + TEXT_BATCH]) for s in range(0, len(texts), TEXT_BATCH)])
-
-
-def embed_pictures(encoder, paths: list[str]) -> np.ndarray:
-    from mmsearch.imaging.decode import open_image
-
-    chunks = [encoder.encode_images([open_image(p) for p in paths[s : s + PICTURE_BATCH]]) for s in range(0, len(paths), PICTURE_BATCH)]
-    return np.concatenate(chunks)
-
-
 def build(encoder, captions: list[str], pictures: list[str], beta: float, lam: float, text_coordinate: float):
     """-> the HubConfig for ``encoder`` (hub channel off) with the bank of ``captions`` and the centre of ``pictures``."""
     from mmsearch.encoders.hub_channel import HubConfig
+    from mmsearch.train.calibrate import encode_image_files
 
-    bank = embed_texts(encoder, captions).astype(np.float16).astype(np.float32)  # as stored: the centre sees the same bank
+    bank = encoder.encode_texts(captions).astype(np.float16).astype(np.float32)  # as stored: the centre sees the same bank
     config = HubConfig(bank, beta, lam, text_coordinate, 0.0, encoder.model_id)
-    priors = config.priors(embed_pictures(encoder, pictures))
+    priors = config.priors(encode_image_files(encoder, pictures))
     config.centre = float(np.median(priors))
     log.info("bank of %d captions; centre %.4f (prior spread: sd %.4f, 5-95%% %.4f..%.4f over %d pictures)", len(captions),
              config.centre, priors.std(), *np.percentile(priors, [5, 95]), len(pictures))

@@ -30,16 +30,13 @@ def builtin_models() -> list[dict]:
     """The built-in models with their weights file and calibration state."""
     from mmsearch.calibration import load_calibration, weights_file_of
     from mmsearch.config import get_settings
-    from mmsearch.encoders.colour_channel import reported_model_id
-    from mmsearch.encoders.hub_channel import reported_hub_model_id
     from mmsearch.encoders.lite_files import LITE_NAME
+    from mmsearch.encoders.registry import reported_lite_model_id
 
     out = []
     for spec, what in BUILTIN:
         weights = weights_file_of(spec)
-        model_id = spec
-        if spec.startswith(LITE_NAME):
-            model_id = reported_hub_model_id(weights, reported_model_id(weights, get_settings().colour), get_settings().hubs)
+        model_id = reported_lite_model_id(weights, get_settings().colour, get_settings().hubs) if spec.startswith(LITE_NAME) else spec
         calibration = load_calibration(spec, model_id)
         out.append({"spec": spec, "what": what, "weights": str(weights) if weights else None,
                     "size": weights.stat().st_size if weights else None, "model_id": model_id, "calibration": _calibration_state(calibration)})

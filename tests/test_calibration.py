@@ -128,14 +128,13 @@ def test_a_bad_offset_is_refused():
 def test_the_shipped_calibration_belongs_to_the_shipped_weights():
     """A retrained default model needs its calibration refitted (the command is in the file)."""
     from mmsearch.calibration import weights_file_of
-    from mmsearch.encoders.colour_channel import reported_model_id
-    from mmsearch.encoders.hub_channel import reported_hub_model_id
+    from mmsearch.encoders.registry import reported_lite_model_id
     from mmsearch.hashing import sha256_file
 
     weights = weights_file_of("mmsearch-lite")
     shipped = Calibration.from_json(beside_weights_path(weights).read_text(encoding="utf-8"))
     # the id the default model reports: the weights' sha256 prefix plus the shipped colour and hub channels' fingerprints
-    model_id = reported_hub_model_id(weights, reported_model_id(weights, "auto"), "auto")
+    model_id = reported_lite_model_id(weights, "auto", "auto")
     assert "+hubs-" in model_id and shipped.model_id == model_id and shipped.weights_sha256 == sha256_file(weights), shipped.command
     assert set(shipped.offsets) == {"text->image", "image->text"}
 

@@ -203,13 +203,15 @@ def test_the_shipped_hub_file_belongs_to_the_shipped_model():
     from mmsearch.encoders import load_encoder
     from mmsearch.encoders.colour_channel import reported_model_id
     from mmsearch.encoders.lite_files import shipped_weights
+    from mmsearch.encoders.registry import reported_lite_model_id
 
     weights = shipped_weights()
     inner = reported_model_id(weights, "auto")
     assert find_hub_file(weights, inner, "auto") is not None, "the shipped hub file was made for other weights: rebuild it"
     encoder = load_encoder("mmsearch-lite", "cpu", hubs="auto")
     plain = load_encoder("mmsearch-lite", "cpu", hubs="off")
-    assert encoder.model_id == reported_hub_model_id(weights, inner, "auto") != plain.model_id == inner
+    assert encoder.model_id == reported_lite_model_id(weights, "auto", "auto") != plain.model_id == inner
+    assert reported_lite_model_id(weights, "auto", "off") == inner
     assert encoder.dim == plain.dim + 1
     cfg = HubConfig.load(hub_config_path(weights))
     assert len(cfg.bank) > 1000 and cfg.chosen_on.get("captions") and cfg.command.startswith("python -m mmsearch.train.hub_bank")

@@ -21,9 +21,9 @@ import logging
 from pathlib import Path
 
 from mmsearch.encoders.base import Encoder
-from mmsearch.encoders.colour_channel import with_colour_channel
+from mmsearch.encoders.colour_channel import reported_model_id, with_colour_channel
 from mmsearch.encoders.devices import resolve_device
-from mmsearch.encoders.hub_channel import with_hub_channel
+from mmsearch.encoders.hub_channel import reported_hub_model_id, with_hub_channel
 from mmsearch.encoders.lite_files import BRIDGE_WEIGHTS, LITE_NAME, lite_config, make_preprocess
 from mmsearch.encoders.specs import lite_weights, lite_weights_path, split_spec
 from mmsearch.errors import ModelNotFoundError
@@ -154,6 +154,12 @@ def load_encoder(
                or full_load())
     weights = lite_weights(pretrained)
     return with_hub_channel(with_colour_channel(encoder, weights, colour), weights, hubs)
+
+
+def reported_lite_model_id(weights: Path | None, colour: str, hubs: str) -> str:
+    """The model id ``load_encoder`` reports for mmsearch-lite with ``weights`` under these channel settings
+    (auto|off), found without loading the model: the channels in the order ``load_encoder`` stacks them."""
+    return reported_hub_model_id(weights, reported_model_id(weights, colour), hubs)
 
 
 def _load_full(spec: str, arch: str, pretrained: str | None, device: str, batch_size: int, threads: int, precision: str,

@@ -44,6 +44,15 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
+def append_columns(embeddings: np.ndarray, columns: np.ndarray, dim: int) -> np.ndarray:
+    """``embeddings`` [n, d] with ``columns`` [n, c] appended, rows L2-normalised again: how an extra channel
+    joins an embedding (mmsearch-lite's colour and hub channels); an empty batch is [0, ``dim``]."""
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    if embeddings.shape[0] == 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    return l2_normalise(np.concatenate([embeddings, np.asarray(columns, dtype=np.float32)], axis=1))
+
+
 Batch = TypeVar("Batch")
 
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from mmsearch.encoders.base import Encoder, l2_normalise
+from mmsearch.encoders.base import Encoder, append_columns
 from mmsearch.encoders.colour_pixels import COLOUR_NAMES, DESCRIPTOR_VERSION, descriptors_from_pixels
 from mmsearch.encoders.colour_words import text_colour_vectors
 from mmsearch.encoders.lite_files import lite_model_id, sidecar_path
@@ -159,10 +159,7 @@ class ColourChannelEncoder:
         return getattr(self.inner, name)
 
     def _fuse(self, embeddings: np.ndarray, colours: np.ndarray) -> np.ndarray:
-        embeddings = np.asarray(embeddings, dtype=np.float32)
-        if embeddings.shape[0] == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return l2_normalise(np.concatenate([embeddings, self._scale * colours.astype(np.float32)], axis=1))
+        return append_columns(embeddings, self._scale * np.asarray(colours, dtype=np.float32), self.dim)
 
     def colour_of_pixels(self, batch) -> np.ndarray:
         """The colour descriptors of a preprocessed batch (uint8 or normalised float, as the tower takes it)."""

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from mmsearch.encoders.base import Encoder, l2_normalise
+from mmsearch.encoders.base import Encoder, append_columns
 from mmsearch.encoders.lite_files import sidecar_path
 from mmsearch.hashing import sha256_file
 
@@ -184,9 +184,7 @@ class HubChannelEncoder:
 
     def _pictures(self, embeddings: np.ndarray) -> np.ndarray:
         embeddings = np.asarray(embeddings, dtype=np.float32)
-        if embeddings.shape[0] == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return l2_normalise(np.concatenate([embeddings, self.config.picture_coordinates(embeddings)[:, None]], axis=1))
+        return append_columns(embeddings, self.config.picture_coordinates(embeddings)[:, None], self.dim)
 
     def encode_image_tensors(self, batch) -> np.ndarray:
         return self._pictures(self.inner.encode_image_tensors(batch))
@@ -195,9 +193,8 @@ class HubChannelEncoder:
         return self._pictures(self.inner.encode_images(images))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        embeddings = np.asarray(self.inner.encode_texts(list(texts)), dtype=np.float32)
-        column = np.full((len(embeddings), 1), self.config.text_coordinate, dtype=np.float32)
-        return l2_normalise(np.concatenate([embeddings, column], axis=1)) if len(embeddings) else np.zeros((0, self.dim), np.float32)
+        embeddings = self.inner.encode_texts(list(texts))
+        return append_columns(embeddings, np.full((len(embeddings), 1), self.config.text_coordinate), self.dim)
 
 
 def with_hub_channel(encoder: Encoder, weights: Path | None, setting: str) -> Encoder:

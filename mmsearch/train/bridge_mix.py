@@ -161,6 +161,8 @@ def main() -> None:
     p.add_argument("--grid", type=float, nargs="+", default=list(GRID))
     p.add_argument("--out", type=Path, help="write the chosen weights file here")
     args = parse_tool_args(p)
+    if args.photos is None and len(set(args.grid)) != 1:
+        raise SystemExit("without --photos, give --grid the one mix chosen beforehand")
     weights = tool_weights(args.weights)
     config = load_colour_config(weights)
     colour_weight = args.colour_weight if args.colour_weight is not None else (config.weight if config else 0.0)
@@ -169,8 +171,6 @@ def main() -> None:
     reference = load_lite(args.baseline)[0].eval() if args.baseline else baseline
     wordnet = with_wordnet_bridge(baseline, tokenizer, read_class_texts(args.wordnet), None).eval()
     wordnet.bridge_class_emb.copy_(wordnet.bridge_class_emb.half().float())  # scored as the file stores it (fp16)
-    if args.photos is None and len(set(args.grid)) != 1:
-        raise SystemExit("without --photos, give --grid the one mix chosen beforehand")
     photos = TowerSet.embed(args.photos, baseline, preprocess, tokenizer) if args.photos else None
     guard = TowerSet.embed(args.guard, baseline, preprocess, tokenizer)
     colour = TowerSet.embed(args.colour, baseline, preprocess, tokenizer) if args.colour else None

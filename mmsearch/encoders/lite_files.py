@@ -20,7 +20,10 @@ LITE_NAME = "mmsearch-lite"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / f"{LITE_NAME}.safetensors"
 BRIDGE_WEIGHTS = "bridge"  # `mmsearch-lite:bridge` names the training-free bridge alone (no weights file)
-IMAGE_FEATURES = 1280  # EfficientNet-Lite0 pooled features
+# Named variants shipped beside the default, `mmsearch-lite:NAME` -> their weights file in WEIGHTS_DIR (each
+# with its own sidecars: colour config, hub file, calibration). A name wins over a file of that name.
+VARIANTS = {"lite2": "mmsearch-lite-lite2.safetensors"}
+IMAGE_FEATURES = 1280  # EfficientNet-Lite pooled features (Lite0 to Lite4 alike)
 TEXT_FEATURES = 384  # MiniLM-L6 hidden size
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmsearch.encoders.lite_files import BRIDGE_WEIGHTS, shipped_weights
+from mmsearch.encoders.lite_files import BRIDGE_WEIGHTS, LITE_NAME, VARIANTS, WEIGHTS_DIR, shipped_weights
 from mmsearch.errors import ModelNotFoundError
 
 
@@ -19,9 +19,14 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 
 
 def lite_weights_path(weights: str | None) -> Path | None:
-    """The weights file a ``mmsearch-lite[:PATH]`` spec names (None: the shipped default)."""
+    """The weights file a ``mmsearch-lite[:PATH|:VARIANT]`` spec names (None: the shipped default)."""
     if not weights:
         return None
+    if weights in VARIANTS:
+        shipped = WEIGHTS_DIR / VARIANTS[weights]
+        if not shipped.is_file():
+            raise ModelNotFoundError(f"{LITE_NAME}:{weights} is not shipped with this install ({shipped} is missing)")
+        return shipped
     path = Path(weights).expanduser()
     if not path.is_file():
         raise ModelNotFoundError(f"weights file {path} does not exist")

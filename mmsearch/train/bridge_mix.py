@@ -15,7 +15,8 @@ The towers run once (torch fp32) over every set; each mix of the grid is then th
 of the cached tower features with the WordNet class texts in the bridge, plus the colour channel at
 ``--colour-weight`` (the fusion of mmsearch.encoders.colour_channel). The baseline is the starting
 weights file as it is (its own bridge and mix), or with ``--baseline`` the release being replaced (when the
-start is freshly trained heads), with the same colour weight. Allowed: mixes under which the
+start is freshly trained heads, or a variant on another image tower, whose sets are then embedded by the
+baseline's own towers too), with the same colour weight. Allowed: mixes under which the
 guard set's text->image R@10 and image->text R@1 stay within ``--tolerance`` of the baseline; chosen: the
 allowed mix with the best text->image R@10 on ``--photos`` (ties: the larger mix, which keeps more of the
 guard's image->text recall). With ``--out`` the chosen file is written (class texts, mix and the grid in
@@ -112,19 +113,40 @@ def with_mix(model: LiteDualEncoder, learned_weight: float) -> LiteDualEncoder:
     return model
 
 
-def score_grid(baseline: LiteDualEncoder, wordnet: LiteDualEncoder, photos: TowerSet | None, guard: TowerSet,
-               colour: TowerSet | None, grid: Sequence[float], colour_weight: float) -> tuple[dict, list[dict]]:
-    """-> (baseline row, one row per mix): photos and guard recalls, and the colour test when given."""
-    def row(model: LiteDualEncoder, label) -> dict:
+@dataclass
+class Sets:
+    """The embedded validation sets one model is scored on (photos and colour optional)."""
+
+    photos: TowerSet | None
+    guard: TowerSet
+    colour: TowerSet | None = None
+
+    @classmethod
+    def embed(cls, photos: Path | None, guard: Path, colour: Path | None, model: LiteDualEncoder, preprocess, tokenizer) -> "Sets":
+        one = lambda manifest: TowerSet.embed(manifest, model, preprocess, tokenizer) if manifest else None  # noqa: E731
+        return cls(one(photos), one(guard), one(colour))
+
+
+def score_grid(baseline: LiteDualEncoder, wordnet: LiteDualEncoder, sets: Sets, grid: Sequence[float], colour_weight: float,
+               baseline_sets: Sets | None = None) -> tuple[dict, list[dict]]:
+    """-> (baseline row, one row per mix): photos and guard recalls, and the colour test when given.
+    ``baseline_sets``: the sets embedded by the baseline's own towers, when they differ from the grid's
+    (a release on another image tower); else the baseline is scored on ``sets`` too."""
+    def row(model: LiteDualEncoder, label, on: Sets) -> dict:
         out = {"mix": label}
-        for data in (d for d in (photos, guard) if d is not None):
+        for data in (d for d in (on.photos, on.guard) if d is not None):
             out.update({f"{data.name}_{k}": round(v, 4) for k, v in data.scores(model, colour_weight).items()})
-        if colour is not None:
-            out["colour_first"] = round(colour.colour_first(model, colour_weight), 4)
+        if on.colour is not None:
+            out["colour_first"] = round(on.colour.colour_first(model, colour_weight), 4)
         return out
 
-    base = row(baseline, f"baseline {baseline.cfg.bridge_classes} {baseline.cfg.learned_weight:g}")
-    return base, [row(with_mix(wordnet, w), w) for w in grid]
+    base = row(baseline, f"baseline {baseline.cfg.bridge_classes} {baseline.cfg.learned_weight:g}", baseline_sets or sets)
+    return base, [row(with_mix(wordnet, w), w, sets) for w in grid]
+
+
+def same_towers(a: LiteDualEncoder, b: LiteDualEncoder) -> bool:
+    """Whether two models' tower features are interchangeable (the same image tower at the same size)."""
+    return (a.cfg.image_tower, a.cfg.image_size) == (b.cfg.image_tower, b.cfg.image_size)
 
 
 def choose(base: dict, rows: list[dict], photos: str | None, guard: str, tolerance: float) -> dict:
@@ -168,14 +190,15 @@ def main() -> None:
     colour_weight = args.colour_weight if args.colour_weight is not None else (config.weight if config else 0.0)
     baseline, preprocess, tokenizer, _ = load_lite(weights)
     baseline.eval()
-    reference = load_lite(args.baseline)[0].eval() if args.baseline else baseline
+    reference, reference_preprocess, _, _ = load_lite(args.baseline) if args.baseline else (baseline, preprocess, None, None)
+    reference.eval()
     wordnet = with_wordnet_bridge(baseline, tokenizer, read_class_texts(args.wordnet), None).eval()
     wordnet.bridge_class_emb.copy_(wordnet.bridge_class_emb.half().float())  # scored as the file stores it (fp16)
-    photos = TowerSet.embed(args.photos, baseline, preprocess, tokenizer) if args.photos else None
-    guard = TowerSet.embed(args.guard, baseline, preprocess, tokenizer)
-    colour = TowerSet.embed(args.colour, baseline, preprocess, tokenizer) if args.colour else None
-    base, rows = score_grid(reference, wordnet, photos, guard, colour, sorted(set(args.grid)), colour_weight)
-    chosen = choose(base, rows, photos.name if photos else None, guard.name, args.tolerance)
+    sets = Sets.embed(args.photos, args.guard, args.colour, baseline, preprocess, tokenizer)
+    reference_sets = None if same_towers(reference, baseline) else Sets.embed(  # a baseline on another tower: its own features
+        args.photos, args.guard, args.colour, reference, reference_preprocess, tokenizer)
+    base, rows = score_grid(reference, wordnet, sets, sorted(set(args.grid)), colour_weight, reference_sets)
+    chosen = choose(base, rows, sets.photos.name if sets.photos else None, sets.guard.name, args.tolerance)
     for r in [base, *rows]:
         scores = ", ".join(f"{k} {v:.3f}" for k, v in r.items() if k != "mix")
         log.info("mix %s: %s%s", r["mix"], scores, "  <- chosen" if r is chosen else "")

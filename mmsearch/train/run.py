@@ -11,7 +11,7 @@ import torch
 
 from mmsearch.encoders.specs import split_spec
 from mmsearch.encoders.devices import resolve_device
-from mmsearch.errors import ConfigError, ModelNotFoundError
+from mmsearch.errors import ConfigError
 from mmsearch.train.data import load_examples
 from mmsearch.train.options import TrainOptions
 from mmsearch.train.trainer import EpochLog, TrainResult
@@ -50,11 +50,9 @@ def load_lite_for_training(spec: str):
     """-> (model, preprocess, tokenizer). Starts from the weights the spec names (or the shipped default)."""
     from mmsearch.encoders.lite import load_lite
 
-    weights = split_spec(spec)[1]
-    path = Path(weights).expanduser() if weights else None
-    if path is not None and not path.is_file():
-        raise ModelNotFoundError(f"weights file {path} does not exist")
-    model, preprocess, tokenizer, _ = load_lite(path)
+    from mmsearch.encoders.specs import lite_weights_path
+
+    model, preprocess, tokenizer, _ = load_lite(lite_weights_path(split_spec(spec)[1]))
     return model, preprocess, tokenizer
 
 

@@ -82,6 +82,8 @@ def test_info_says_which_precision_the_image_graph_runs(settings_env):
     settings_env(precision="bf16", image_int8="auto")
     assert image_backend_summary("mmsearch-lite", "openvino", "cpu").startswith("openvino int8")
     assert image_backend_summary("mmsearch-lite:bridge", "openvino", "cpu").startswith("openvino bf16")
+    lite2 = image_backend_summary("mmsearch-lite:lite2", "openvino", "cpu")  # a variant: the graph is the default's only
+    assert lite2.startswith("openvino bf16 (the int8 graph ships for the default weights only)"), lite2
     settings_env(image_int8="off")
     assert image_backend_summary("mmsearch-lite", "openvino", "cpu").startswith("openvino bf16")
     settings_env(image_int8="auto", precision="fp32")

@@ -173,7 +173,7 @@ def graph_precision_summary(spec: str, device: str) -> str:
     """For `mmsearch info`: the precision the OpenVINO image graph of ``spec`` runs at on ``device``
     (resolved), said without loading the model (the load-time probe check can still refuse int8)."""
     from mmsearch.config import get_settings
-    from mmsearch.encoders.lite_files import LITE_NAME, lite_config, lite_model_id
+    from mmsearch.encoders.lite_files import LITE_NAME, lite_config, lite_model_id, shipped_weights
     from mmsearch.encoders.precision import resolve_precision
     from mmsearch.encoders.specs import lite_weights, split_spec
     from mmsearch.errors import MmsearchError
@@ -190,6 +190,8 @@ def graph_precision_summary(spec: str, device: str) -> str:
         path = lite_weights(weights)
         if path is None:  # the bridge alone: no graph is shipped for it
             return precision
+        if path != shipped_weights():  # a variant or your own weights: the one shipped graph is the default's
+            return f"{precision} (the int8 graph ships for the default weights only)"
         shipped_meta(lite_model_id(path), lite_config(path).image_size)
     except MmsearchError as exc:
         return f"{precision} ({exc})"

@@ -90,12 +90,11 @@ class HubConfig:
         the bank (stable log-sum-exp, in chunks)."""
         embeddings = np.asarray(embeddings, dtype=np.float32)
         out = np.empty(len(embeddings), dtype=np.float64)
-        for start in range(0, len(embeddings), PRIOR_CHUNK):
-            with one_blas_thread():
-                products = embeddings[start : start + PRIOR_CHUNK] @ self.bank.T
-            scores = self.beta * products.astype(np.float64)
-            top = scores.max(axis=1)
-            out[start : start + PRIOR_CHUNK] = (top + np.log(np.exp(scores - top[:, None]).sum(axis=1))) / self.beta
+        with one_blas_thread():  # once per call: the limit is set and restored per library, not per chunk
+            for start in range(0, len(embeddings), PRIOR_CHUNK):
+                scores = self.beta * (embeddings[start : start + PRIOR_CHUNK] @ self.bank.T).astype(np.float64)
+                top = scores.max(axis=1)
+                out[start : start + PRIOR_CHUNK] = (top + np.log(np.exp(scores - top[:, None]).sum(axis=1))) / self.beta
         return out
 
     def picture_coordinates(self, embeddings: np.ndarray) -> np.ndarray:

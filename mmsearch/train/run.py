@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from mmsearch.encoders.specs import split_spec
+from mmsearch.encoders.specs import lite_weights_path, split_spec
 from mmsearch.encoders.devices import resolve_device
 from mmsearch.errors import ConfigError
 from mmsearch.train.data import load_examples
@@ -49,8 +49,6 @@ def check_options(opts: TrainOptions) -> None:
 def load_lite_for_training(spec: str):
     """-> (model, preprocess, tokenizer). Starts from the weights the spec names (or the shipped default)."""
     from mmsearch.encoders.lite import load_lite
-
-    from mmsearch.encoders.specs import lite_weights_path
 
     model, preprocess, tokenizer, _ = load_lite(lite_weights_path(split_spec(spec)[1]))
     return model, preprocess, tokenizer
